@@ -1,0 +1,114 @@
+//! Turning a write request into the [`Change`]s a store applies: RFC 7396 merge patches and whole
+//! namespace replacement. Every member is validated before any change is planned, so a request is
+//! all or nothing.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde_json::{Map, Value};
+
+use crate::error::{Error, FieldError, Result};
+use crate::limits::Limits;
+use crate::model::{Change, Preference, PreferenceKey, PreferenceValue};
+
+/// Validates a key, naming it in the error as the user message Open edX gives.
+///
+/// # Errors
+/// A [`FieldError`] with code `too-large` for a key over [`PreferenceKey::MAX_CHARS`], else
+/// `invalid-key`.
+pub fn parse_key(key: &str) -> Result<PreferenceKey, FieldError> {
+    PreferenceKey::parse(key).map_err(|e| {
+        let code = if key.len() > PreferenceKey::MAX_CHARS { "too-large" } else { "invalid-key" };
+        FieldError::new(key, code, format!("Invalid user preference key '{key}'."))
+            .with_developer_message(format!("Key '{key}': {e}."))
+    })
+}
+
+/// Plans an RFC 7396 merge patch of a namespace: each member sets its key, `null` deletes it
+/// (deleting a missing key is no error), and an object member is merged recursively into an
+/// existing object value.
+///
+/// # Errors
+/// [`Error::Invalid`] listing every bad key or resulting value; [`Error::TooManyKeys`] when the
+/// namespace would exceed [`Limits::max_keys`].
+pub fn merge_patch(
+    current: &[Preference],
+    patch: &Map<String, Value>,
+    limits: &Limits,
+) -> Result<Vec<Change>> {
+    let existing: BTreeMap<&str, &Value> =
+        current.iter().map(|p| (p.key.as_str(), p.value.as_json())).collect();
+    plan(patch, limits, |key, value| {
+        if value.is_null() {
+            return Ok(existing.contains_key(key.as_str()).then_some(Change::Delete { key }));
+        }
+        let mut merged = existing.get(key.as_str()).map_or(Value::Null, |v| (*v).clone());
+        json_patch::merge(&mut merged, value);
+        let value = PreferenceValue::new(merged, key.as_str(), limits)?;
+        Ok(Some(Change::Put { key, value }))
+    })
+    .and_then(|changes| check_key_count(current, &changes, limits).map(|()| changes))
+}
+
+/// Plans replacing a whole namespace with `members`: every member is written, a `null` member
+/// counts as absent, and every existing key not named is deleted.
+///
+/// # Errors
+/// As [`merge_patch`].
+pub fn replace_all(
+    current: &[Preference],
+    members: &Map<String, Value>,
+    limits: &Limits,
+) -> Result<Vec<Change>> {
+    let mut changes = plan(members, limits, |key, value| {
+        Ok((!value.is_null())
+            .then(|| PreferenceValue::new(value.clone(), key.as_str(), limits))
+            .transpose()?
+            .map(|value| Change::Put { key, value }))
+    })?;
+    let kept: BTreeSet<&str> =
+        members.iter().filter(|(_, v)| !v.is_null()).map(|(k, _)| k.as_str()).collect();
+    changes.extend(
+        current
+            .iter()
+            .filter(|p| !kept.contains(p.key.as_str()))
+            .map(|p| Change::Delete { key: p.key.clone() }),
+    );
+    check_key_count(current, &changes, limits)?;
+    Ok(changes)
+}
+
+/// Validates every member with `member`, collecting all errors before deciding.
+fn plan(
+    members: &Map<String, Value>,
+    limits: &Limits,
+    mut member: impl FnMut(PreferenceKey, &Value) -> Result<Option<Change>, FieldError>,
+) -> Result<Vec<Change>> {
+    let mut changes = Vec::with_capacity(members.len());
+    let mut errors = Vec::new();
+    if members.len() > limits.max_keys {
+        return Err(Error::TooManyKeys { limit: limits.max_keys });
+    }
+    for (key, value) in members {
+        match parse_key(key).and_then(|key| member(key, value)) {
+            Ok(change) => changes.extend(change),
+            Err(error) => errors.push(error),
+        }
+    }
+    if errors.is_empty() { Ok(changes) } else { Err(Error::Invalid(errors)) }
+}
+
+/// Checks that applying `changes` to `current` leaves at most [`Limits::max_keys`] keys.
+///
+/// # Errors
+/// [`Error::TooManyKeys`].
+pub fn check_key_count(current: &[Preference], changes: &[Change], limits: &Limits) -> Result<()> {
+    let mut keys: BTreeSet<&str> = current.iter().map(|p| p.key.as_str()).collect();
+    for change in changes {
+        match change {
+            Change::Put { key, .. } => keys.insert(key.as_str()),
+            Change::Delete { key } => keys.remove(key.as_str()),
+            Change::Rename { from, to } => keys.remove(from.as_str()) && keys.insert(to.as_str()),
+        };
+    }
+    if keys.len() > limits.max_keys { Err(Error::TooManyKeys { limit: limits.max_keys }) } else { Ok(()) }
+}

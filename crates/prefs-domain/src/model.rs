@@ -1,0 +1,348 @@
+//! The nouns of prefs: users, namespaces, keys, values and stored preferences.
+//!
+//! Every type that carries a rule is a newtype with a private field and a validating constructor,
+//! so a value of the type is valid by construction.
+
+use std::fmt;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::error::FieldError;
+use crate::limits::Limits;
+
+/// The identifier prefs assigns to a user.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(transparent)]
+pub struct UserId(pub i64);
+
+impl fmt::Display for UserId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// The identifier of one stored preference (a record id in the record dialect).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(transparent)]
+pub struct PreferenceId(pub i64);
+
+impl fmt::Display for PreferenceId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// A username as Open edX allows it: 1 to 150 Unicode letters, digits, `_`, space, `.`, `@`,
+/// `+` and `-`, so e-mail-style names work.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(transparent)]
+pub struct Username(String);
+
+/// Why a string is not a valid [`Username`], [`PreferenceKey`] or [`ClientId`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{what} must be {rule}")]
+pub struct InvalidName {
+    what: &'static str,
+    rule: &'static str,
+}
+
+impl Username {
+    /// The longest username accepted, in characters.
+    pub const MAX_CHARS: usize = 150;
+
+    /// Validates a username.
+    ///
+    /// # Errors
+    /// [`InvalidName`] when it is empty, longer than [`Self::MAX_CHARS`] or holds a character
+    /// outside the allowed set.
+    pub fn parse(s: &str) -> Result<Self, InvalidName> {
+        let allowed = |c: char| c.is_alphanumeric() || matches!(c, '_' | ' ' | '.' | '@' | '+' | '-');
+        let count = s.chars().count();
+        if (1..=Self::MAX_CHARS).contains(&count) && s.chars().all(allowed) && !s.trim().is_empty() {
+            Ok(Self(s.to_owned()))
+        } else {
+            Err(InvalidName { what: "a username", rule: "1 to 150 letters, digits or `_ .@+-` and spaces" })
+        }
+    }
+
+    /// The username as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Username {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A preference key: 1 to 255 characters from `[A-Za-z0-9_.:-]`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(transparent)]
+pub struct PreferenceKey(String);
+
+impl PreferenceKey {
+    /// The longest key accepted, in characters.
+    pub const MAX_CHARS: usize = 255;
+
+    /// Validates a key.
+    ///
+    /// # Errors
+    /// [`InvalidName`] when it is empty, too long or holds a character outside the set.
+    pub fn parse(s: &str) -> Result<Self, InvalidName> {
+        let allowed = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b':' | b'-');
+        if (1..=Self::MAX_CHARS).contains(&s.len()) && s.bytes().all(allowed) {
+            Ok(Self(s.to_owned()))
+        } else {
+            Err(InvalidName { what: "a preference key", rule: "1 to 255 characters from [A-Za-z0-9_.:-]" })
+        }
+    }
+
+    /// The key as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for PreferenceKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A client application's id, naming its preference namespace: 1 to 128 characters from
+/// `[A-Za-z0-9._-]`, and never `global`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(transparent)]
+pub struct ClientId(String);
+
+impl ClientId {
+    /// Validates a client id.
+    ///
+    /// # Errors
+    /// [`InvalidName`] when it is empty, longer than 128 characters, holds a character outside the
+    /// set, or is the reserved `global`.
+    pub fn parse(s: &str) -> Result<Self, InvalidName> {
+        let allowed = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-');
+        if (1..=128).contains(&s.len()) && s.bytes().all(allowed) && s != Namespace::GLOBAL {
+            Ok(Self(s.to_owned()))
+        } else {
+            Err(InvalidName {
+                what: "a client id",
+                rule: "1 to 128 characters from [A-Za-z0-9._-], other than `global`",
+            })
+        }
+    }
+
+    /// The client id as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for ClientId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Where a preference lives: the user-wide `global` namespace, or a client application's own.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Namespace {
+    /// User-wide preferences, read and written by the Open edX and record dialects.
+    Global,
+    /// One client application's preferences.
+    Client(ClientId),
+}
+
+impl Namespace {
+    /// The stored name of the global namespace.
+    pub const GLOBAL: &'static str = "global";
+
+    /// The namespace's stored name.
+    pub fn as_str(&self) -> &str {
+        match self {
+            Self::Global => Self::GLOBAL,
+            Self::Client(id) => id.as_str(),
+        }
+    }
+
+    /// Reads a stored name back.
+    ///
+    /// # Errors
+    /// [`InvalidName`] when the name is neither `global` nor a valid client id.
+    pub fn from_stored(s: &str) -> Result<Self, InvalidName> {
+        if s == Self::GLOBAL { Ok(Self::Global) } else { ClientId::parse(s).map(Self::Client) }
+    }
+}
+
+/// A user known to prefs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct User {
+    /// Assigned by prefs.
+    pub id: UserId,
+    /// The token `sub` the user signs in with; unique.
+    pub subject: String,
+    /// Unique; refreshed from the token when it changes.
+    pub username: Username,
+}
+
+/// A preference value: any JSON value but a top-level `null`, within the size and depth limits.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(transparent)]
+pub struct PreferenceValue(Value);
+
+impl PreferenceValue {
+    /// Validates a value against `limits`; `field` names it in the error.
+    ///
+    /// # Errors
+    /// A [`FieldError`] with code `null` for a top-level `null`, `too-deep` when containers nest
+    /// deeper than [`Limits::max_depth`], and `too-large` when it serializes to more than
+    /// [`Limits::max_value_bytes`].
+    pub fn new(value: Value, field: &str, limits: &Limits) -> Result<Self, FieldError> {
+        if value.is_null() {
+            return Err(FieldError::new(field, "null", "This field may not be null."));
+        }
+        if depth(&value) > limits.max_depth {
+            return Err(FieldError::new(
+                field,
+                "too-deep",
+                format!("Value nests deeper than {} levels.", limits.max_depth),
+            ));
+        }
+        let size = serde_json::to_vec(&value).map_or(usize::MAX, |v| v.len());
+        if size > limits.max_value_bytes {
+            return Err(FieldError::new(
+                field,
+                "too-large",
+                format!("Value is {size} bytes; the limit is {} bytes.", limits.max_value_bytes),
+            ));
+        }
+        Ok(Self(value))
+    }
+
+    /// Wraps a value read back from storage, where it was validated on the way in.
+    pub fn from_stored(value: Value) -> Self {
+        Self(value)
+    }
+
+    /// The JSON value.
+    pub fn as_json(&self) -> &Value {
+        &self.0
+    }
+
+    /// Takes the JSON value out.
+    pub fn into_json(self) -> Value {
+        self.0
+    }
+}
+
+/// How deeply containers nest in `value`: 0 for a scalar, 1 for `[]` or `{}`, and so on.
+pub fn depth(value: &Value) -> usize {
+    let inner = match value {
+        Value::Array(items) => items.iter().map(depth).max(),
+        Value::Object(members) => members.values().map(depth).max(),
+        _ => return 0,
+    };
+    1 + inner.unwrap_or(0)
+}
+
+/// A stored preference.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Preference {
+    /// Assigned by the store; stable across updates and renames.
+    pub id: PreferenceId,
+    /// The owner.
+    pub user_id: UserId,
+    /// The namespace it lives in.
+    pub namespace: Namespace,
+    /// The key, unique per user and namespace.
+    pub key: PreferenceKey,
+    /// The value.
+    pub value: PreferenceValue,
+    /// When it was first written.
+    pub created_at: DateTime<Utc>,
+    /// When it last changed.
+    pub updated_at: DateTime<Utc>,
+    /// Starts at 1 and grows by one on every change; the basis of ETags.
+    pub version: i64,
+}
+
+/// One change a write makes to a namespace, applied by the store in order, in one transaction.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Change {
+    /// Creates the key, or replaces its value (bumping its version).
+    Put {
+        /// The key to write.
+        key: PreferenceKey,
+        /// Its new value.
+        value: PreferenceValue,
+    },
+    /// Removes the key; removing a missing key is not an error.
+    Delete {
+        /// The key to remove.
+        key: PreferenceKey,
+    },
+    /// Renames a key, keeping its id and value (bumping its version). The new key must be free.
+    Rename {
+        /// The key now.
+        from: PreferenceKey,
+        /// The key after.
+        to: PreferenceKey,
+    },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_follow_the_charset_and_length() {
+        for ok in ["pref-lang", "a", "x.y:z_1-2", &"k".repeat(255)] {
+            assert!(PreferenceKey::parse(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", "../admin", "a/b", "a\0b", "thème", "a b", &"k".repeat(256)] {
+            assert!(PreferenceKey::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn usernames_allow_unicode_and_email_style() {
+        for ok in ["alice", "jean.dupont@example.com", "Zoë Ünal", "a+b-c_d", "名前"] {
+            assert!(Username::parse(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", " ", "a/b", "a\0b", "a%b", &"u".repeat(151)] {
+            assert!(Username::parse(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn client_ids_reserve_global() {
+        assert!(ClientId::parse("appA").is_ok());
+        assert!(ClientId::parse("global").is_err());
+        assert!(ClientId::parse("a:b").is_err());
+        assert!(ClientId::parse(&"c".repeat(129)).is_err());
+        assert_eq!(Namespace::from_stored("global"), Ok(Namespace::Global));
+    }
+
+    #[test]
+    fn values_reject_null_depth_and_size() {
+        let limits = Limits { max_value_bytes: 10, max_depth: 2, ..Limits::default() };
+        let err = |v: Value| PreferenceValue::new(v, "k", &limits).unwrap_err().code;
+        assert_eq!(err(Value::Null), "null");
+        assert_eq!(err(serde_json::json!([[[]]])), "too-deep");
+        assert_eq!(err(serde_json::json!("0123456789")), "too-large");
+        assert!(PreferenceValue::new(serde_json::json!({"a": null}), "k", &limits).is_ok());
+        assert!(PreferenceValue::new(serde_json::json!([[1]]), "k", &limits).is_ok());
+    }
+
+    #[test]
+    fn depth_counts_containers() {
+        assert_eq!(depth(&serde_json::json!(1)), 0);
+        assert_eq!(depth(&serde_json::json!({})), 1);
+        assert_eq!(depth(&serde_json::json!({"a": [1, {"b": []}]})), 4);
+    }
+}

@@ -1,0 +1,97 @@
+//! The ports a storage adapter implements. Each method states what it MUST do; the contract test
+//! suite of `prefs-storage` holds every adapter to it.
+
+use async_trait::async_trait;
+
+use crate::error::Result;
+use crate::model::{Change, Namespace, Preference, PreferenceId, PreferenceKey, User, UserId, Username};
+
+/// Plans the changes of one write from the namespace's current preferences. It may be called
+/// more than once if the store retries a transaction, so it must not have side effects.
+pub type Edit<'a> = dyn Fn(&[Preference]) -> Result<Vec<Change>> + Send + Sync + 'a;
+
+/// Users: just-in-time provisioning and lookups.
+#[async_trait]
+pub trait UserStore: Send + Sync {
+    /// Returns the user with this subject, creating it with `username` if it is new and updating
+    /// its username if it changed.
+    ///
+    /// # Errors
+    /// MUST return [`Error::UsernameTaken`](crate::Error::UsernameTaken) when another subject
+    /// holds `username`, and [`Error::Unavailable`](crate::Error::Unavailable) when the database
+    /// cannot be reached.
+    async fn provision(&self, subject: &str, username: &Username) -> Result<User>;
+
+    /// The user with this id, if any.
+    ///
+    /// # Errors
+    /// [`Error::Unavailable`](crate::Error::Unavailable) when the database cannot be reached.
+    async fn user_by_id(&self, id: UserId) -> Result<Option<User>>;
+
+    /// The user with this username (compared exactly), if any.
+    ///
+    /// # Errors
+    /// As [`UserStore::user_by_id`].
+    async fn user_by_username(&self, username: &Username) -> Result<Option<User>>;
+
+    /// Erases the user and every preference they hold in every namespace. Returns whether the
+    /// user existed.
+    ///
+    /// # Errors
+    /// As [`UserStore::user_by_id`].
+    async fn remove_user(&self, id: UserId) -> Result<bool>;
+}
+
+/// Preferences: reads, and transactional read-modify-write of one namespace.
+#[async_trait]
+pub trait PreferenceStore: Send + Sync {
+    /// Every preference of `user` in `namespace`, ordered by id.
+    ///
+    /// # Errors
+    /// [`Error::Unavailable`](crate::Error::Unavailable) when the database cannot be reached.
+    async fn namespace(&self, user: UserId, namespace: &Namespace) -> Result<Vec<Preference>>;
+
+    /// One preference by key, if it exists.
+    ///
+    /// # Errors
+    /// As [`PreferenceStore::namespace`].
+    async fn preference(
+        &self,
+        user: UserId,
+        namespace: &Namespace,
+        key: &PreferenceKey,
+    ) -> Result<Option<Preference>>;
+
+    /// One preference by id, if it exists, belongs to `user` and lives in `namespace`.
+    ///
+    /// # Errors
+    /// As [`PreferenceStore::namespace`].
+    async fn preference_by_id(
+        &self,
+        user: UserId,
+        namespace: &Namespace,
+        id: PreferenceId,
+    ) -> Result<Option<Preference>>;
+
+    /// Runs `edit` on the current preferences of `user` in `namespace` and applies the changes it
+    /// returns, all in one transaction that excludes every other write to the same user, so
+    /// concurrent writes never lose each other's changes. Returns the namespace afterwards,
+    /// ordered by id. A `Put` of an existing key keeps its id and `created_at`, and moves
+    /// `updated_at` and `version`; a new key starts at version 1.
+    ///
+    /// # Errors
+    /// MUST return the error of `edit` unchanged, having written nothing; otherwise as
+    /// [`PreferenceStore::namespace`].
+    async fn modify(&self, user: UserId, namespace: &Namespace, edit: &Edit<'_>) -> Result<Vec<Preference>>;
+
+    /// Checks that the database answers.
+    ///
+    /// # Errors
+    /// [`Error::Unavailable`](crate::Error::Unavailable) when it does not.
+    async fn ping(&self) -> Result<()>;
+}
+
+/// Everything prefs needs from storage.
+pub trait Store: UserStore + PreferenceStore {}
+
+impl<T: UserStore + PreferenceStore + ?Sized> Store for T {}

@@ -1,0 +1,373 @@
+//! [`PreferenceService`]: the access rules applied, then the ports called. Every dialect goes
+//! through it, so the rules hold the same way everywhere.
+
+use std::sync::Arc;
+
+use serde_json::{Map, Value};
+
+use crate::access::{self, Action, Decision, Principal};
+use crate::error::{Error, FieldError, Result};
+use crate::limits::Limits;
+use crate::merge_patch::{self, parse_key};
+use crate::model::{Change, Namespace, Preference, PreferenceId, PreferenceValue, User, UserId, Username};
+use crate::ports::Store;
+
+/// An authenticated caller: the token's principal and the user prefs knows them as.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Actor {
+    /// What the token says.
+    pub principal: Principal,
+    /// The provisioned user.
+    pub user: User,
+}
+
+/// Whose preferences a request is about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UserRef {
+    /// The actor.
+    Me,
+    /// A user by id.
+    Id(UserId),
+    /// A user by username, as it came in the request (not yet validated).
+    Username(String),
+}
+
+/// The preferences service: every operation checks access for the acting user first.
+#[derive(Clone)]
+pub struct PreferenceService {
+    store: Arc<dyn Store>,
+    limits: Limits,
+}
+
+impl PreferenceService {
+    /// A service over `store` enforcing `limits`.
+    pub fn new(store: Arc<dyn Store>, limits: Limits) -> Self {
+        Self { store, limits }
+    }
+
+    /// The limits in force.
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// Provisions the token's user just in time and returns the actor.
+    ///
+    /// # Errors
+    /// [`Error::UsernameTaken`] when another subject holds the username; storage errors.
+    pub async fn sign_in(&self, principal: Principal) -> Result<Actor> {
+        let user = self.store.provision(&principal.subject, &principal.username).await?;
+        Ok(Actor { principal, user })
+    }
+
+    /// Checks that the store answers.
+    ///
+    /// # Errors
+    /// [`Error::Unavailable`] when it does not.
+    pub async fn ping(&self) -> Result<()> {
+        self.store.ping().await
+    }
+
+    /// Resolves `target` for `action` by `actor`, applying [`access::user_access`].
+    ///
+    /// # Errors
+    /// [`Error::UserNotFound`] when the user does not exist or is hidden from the actor;
+    /// [`Error::Forbidden`] when the actor may see but not write them.
+    pub async fn user(&self, actor: &Actor, target: &UserRef, action: Action) -> Result<User> {
+        let own = match target {
+            UserRef::Me => true,
+            UserRef::Id(id) => *id == actor.user.id,
+            UserRef::Username(name) => name == actor.user.username.as_str(),
+        };
+        if own {
+            return Ok(actor.user.clone());
+        }
+        let decision = access::user_access(&actor.principal, false, action);
+        if decision == Decision::Hide {
+            return Err(Error::UserNotFound);
+        }
+        let user = match target {
+            UserRef::Me => None,
+            UserRef::Id(id) => self.store.user_by_id(*id).await?,
+            UserRef::Username(name) => match Username::parse(name) {
+                Ok(name) => self.store.user_by_username(&name).await?,
+                Err(_) => None,
+            },
+        };
+        match (user, decision) {
+            (None, _) => Err(Error::UserNotFound),
+            (Some(_), Decision::Forbid) => Err(Error::Forbidden),
+            (Some(user), _) => Ok(user),
+        }
+    }
+
+    /// Resolves the user and checks access to `namespace` ([`access::namespace_access`] for client
+    /// namespaces; the global namespace needs no scope).
+    async fn owner(
+        &self,
+        actor: &Actor,
+        target: &UserRef,
+        namespace: &Namespace,
+        action: Action,
+    ) -> Result<User> {
+        if let Namespace::Client(client) = namespace
+            && access::namespace_access(&actor.principal, client, action) != Decision::Allow
+        {
+            return Err(Error::Forbidden);
+        }
+        self.user(actor, target, action).await
+    }
+
+    /// Every preference of the target in `namespace`, ordered by id.
+    ///
+    /// # Errors
+    /// As [`PreferenceService::user`], and [`Error::Forbidden`] without the namespace's scope.
+    pub async fn namespace(
+        &self,
+        actor: &Actor,
+        target: &UserRef,
+        namespace: &Namespace,
+    ) -> Result<Vec<Preference>> {
+        let user = self.owner(actor, target, namespace, Action::Read).await?;
+        self.store.namespace(user.id, namespace).await
+    }
+
+    /// One preference by key.
+    ///
+    /// # Errors
+    /// As [`PreferenceService::namespace`]; [`Error::PreferenceNotFound`] when the key is invalid
+    /// or not set.
+    pub async fn preference(
+        &self,
+        actor: &Actor,
+        target: &UserRef,
+        namespace: &Namespace,
+        key: &str,
+    ) -> Result<Preference> {
+        let user = self.owner(actor, target, namespace, Action::Read).await?;
+        let key = parse_key(key).map_err(|_| Error::PreferenceNotFound)?;
+        self.store.preference(user.id, namespace, &key).await?.ok_or(Error::PreferenceNotFound)
+    }
+
+    /// Applies an RFC 7396 merge patch to the namespace, all or nothing, and returns the namespace
+    /// afterwards.
+    ///
+    /// # Errors
+    /// As [`PreferenceService::namespace`] for writing; [`Error::Invalid`] and
+    /// [`Error::TooManyKeys`] as [`merge_patch::merge_patch`].
+    pub async fn merge_patch(
+        &self,
+        actor: &Actor,
+        target: &UserRef,
+        namespace: &Namespace,
+        patch: &Map<String, Value>,
+    ) -> Result<Vec<Preference>> {
+        self.write(actor, target, namespace, &|current| {
+            merge_patch::merge_patch(current, patch, &self.limits)
+        })
+        .await
+    }
+
+    /// Replaces the whole namespace with `members` (`null` members are absent).
+    ///
+    /// # Errors
+    /// As [`PreferenceService::merge_patch`].
+    pub async fn replace(
+        &self,
+        actor: &Actor,
+        target: &UserRef,
+        namespace: &Namespace,
+        members: &Map<String, Value>,
+    ) -> Result<Vec<Preference>> {
+        self.write(actor, target, namespace, &|current| {
+            merge_patch::replace_all(current, members, &self.limits)
+        })
+        .await
+    }
+
+    /// Sets one key to `value` and returns the stored preference.
+    ///
+    /// # Errors
+    /// As [`PreferenceService::merge_patch`]; the field of an [`Error::Invalid`] is the key.
+    pub async fn put(
+        &self,
+        actor: &Actor,
+        target: &UserRef,
+        namespace: &Namespace,
+        key: &str,
+        value: Value,
+    ) -> Result<Preference> {
+        let key = parse_key(key)?;
+        let value = PreferenceValue::new(value, key.as_str(), &self.limits)?;
+        let change = Change::Put { key: key.clone(), value };
+        let after = self.write_changes(actor, target, namespace, &change).await?;
+        find(after, |p| p.key == key)
+    }
+
+    /// Deletes one key.
+    ///
+    /// # Errors
+    /// As [`PreferenceService::namespace`] for writing; [`Error::PreferenceNotFound`] when the key
+    /// is invalid or not set (nothing is written then).
+    pub async fn delete(
+        &self,
+        actor: &Actor,
+        target: &UserRef,
+        namespace: &Namespace,
+        key: &str,
+    ) -> Result<()> {
+        let key = parse_key(key).ok();
+        self.write(actor, target, namespace, &|current| {
+            let key = key.clone().ok_or(Error::PreferenceNotFound)?;
+            if !current.iter().any(|p| p.key == key) {
+                return Err(Error::PreferenceNotFound);
+            }
+            Ok(vec![Change::Delete { key }])
+        })
+        .await
+        .map(drop)
+    }
+
+    /// One record (a preference of the global namespace) by id.
+    ///
+    /// # Errors
+    /// As [`PreferenceService::namespace`]; [`Error::PreferenceNotFound`] when the id is not one
+    /// of the target's records.
+    pub async fn record(&self, actor: &Actor, target: &UserRef, id: PreferenceId) -> Result<Preference> {
+        let user = self.user(actor, target, Action::Read).await?;
+        self.store.preference_by_id(user.id, &Namespace::Global, id).await?.ok_or(Error::PreferenceNotFound)
+    }
+
+    /// Creates a record; the key must not exist yet.
+    ///
+    /// # Errors
+    /// As [`PreferenceService::put`], and [`Error::Invalid`] (field `key`, code `exists`) when the
+    /// key is taken.
+    pub async fn create_record(
+        &self,
+        actor: &Actor,
+        target: &UserRef,
+        key: &str,
+        value: Value,
+    ) -> Result<Preference> {
+        let key = parse_key(key).map_err(|e| field("key", e))?;
+        let value = PreferenceValue::new(value, "value", &self.limits)?;
+        let after = self
+            .write(actor, target, &Namespace::Global, &|current| {
+                if current.iter().any(|p| p.key == key) {
+                    return Err(key_exists());
+                }
+                let changes = vec![Change::Put { key: key.clone(), value: value.clone() }];
+                merge_patch::check_key_count(current, &changes, &self.limits)?;
+                Ok(changes)
+            })
+            .await?;
+        find(after, |p| p.key == key)
+    }
+
+    /// Updates a record: a new key renames it (the new key must be free), a new value replaces its
+    /// value; either may be absent.
+    ///
+    /// # Errors
+    /// As [`PreferenceService::create_record`], and [`Error::PreferenceNotFound`] when the id is
+    /// not one of the target's records.
+    pub async fn update_record(
+        &self,
+        actor: &Actor,
+        target: &UserRef,
+        id: PreferenceId,
+        key: Option<&str>,
+        value: Option<Value>,
+    ) -> Result<Preference> {
+        let key = key.map(|k| parse_key(k).map_err(|e| field("key", e))).transpose()?;
+        let value = value.map(|v| PreferenceValue::new(v, "value", &self.limits)).transpose()?;
+        let user = self.record_owner(actor, target, id).await?;
+        let after = self
+            .store
+            .modify(user.id, &Namespace::Global, &|current| {
+                let record = current.iter().find(|p| p.id == id).ok_or(Error::PreferenceNotFound)?;
+                let mut changes = Vec::new();
+                let mut name = record.key.clone();
+                if let Some(to) = key.as_ref().filter(|to| **to != record.key) {
+                    if current.iter().any(|p| p.key == *to) {
+                        return Err(key_exists());
+                    }
+                    changes.push(Change::Rename { from: record.key.clone(), to: to.clone() });
+                    name = to.clone();
+                }
+                let value = value.clone().unwrap_or_else(|| record.value.clone());
+                changes.push(Change::Put { key: name, value });
+                Ok(changes)
+            })
+            .await?;
+        find(after, |p| p.id == id)
+    }
+
+    /// Deletes a record.
+    ///
+    /// # Errors
+    /// As [`PreferenceService::update_record`].
+    pub async fn delete_record(&self, actor: &Actor, target: &UserRef, id: PreferenceId) -> Result<()> {
+        let user = self.record_owner(actor, target, id).await?;
+        self.store
+            .modify(user.id, &Namespace::Global, &|current| {
+                let record = current.iter().find(|p| p.id == id).ok_or(Error::PreferenceNotFound)?;
+                Ok(vec![Change::Delete { key: record.key.clone() }])
+            })
+            .await
+            .map(drop)
+    }
+
+    /// Resolves the owner of record `id` for writing. A staff member writing someone else's
+    /// record learns that it does not exist (404) before being forbidden (403), as for users.
+    async fn record_owner(&self, actor: &Actor, target: &UserRef, id: PreferenceId) -> Result<User> {
+        match self.user(actor, target, Action::Write).await {
+            Err(Error::Forbidden) => {
+                let owner = self.user(actor, target, Action::Read).await?;
+                self.store
+                    .preference_by_id(owner.id, &Namespace::Global, id)
+                    .await?
+                    .ok_or(Error::PreferenceNotFound)?;
+                Err(Error::Forbidden)
+            }
+            other => other,
+        }
+    }
+
+    async fn write_changes(
+        &self,
+        actor: &Actor,
+        target: &UserRef,
+        namespace: &Namespace,
+        change: &Change,
+    ) -> Result<Vec<Preference>> {
+        self.write(actor, target, namespace, &|current| {
+            let changes = vec![change.clone()];
+            merge_patch::check_key_count(current, &changes, &self.limits)?;
+            Ok(changes)
+        })
+        .await
+    }
+
+    async fn write(
+        &self,
+        actor: &Actor,
+        target: &UserRef,
+        namespace: &Namespace,
+        edit: &crate::ports::Edit<'_>,
+    ) -> Result<Vec<Preference>> {
+        let user = self.owner(actor, target, namespace, Action::Write).await?;
+        self.store.modify(user.id, namespace, edit).await
+    }
+}
+
+fn find(after: Vec<Preference>, which: impl Fn(&Preference) -> bool) -> Result<Preference> {
+    after.into_iter().find(which).ok_or_else(|| Error::Internal("the written preference is missing".into()))
+}
+
+fn field(name: &str, error: FieldError) -> FieldError {
+    FieldError { field: name.to_owned(), ..error }
+}
+
+fn key_exists() -> Error {
+    Error::invalid(FieldError::new("key", "exists", "A preference with this key already exists."))
+}

@@ -1,0 +1,222 @@
+//! Bearer JWT authentication (SPEC 2): verification with exactly one configured key and
+//! algorithm, the claims prefs reads, and the extractor that turns a request into an [`Actor`].
+
+use std::collections::BTreeSet;
+use std::future::Future;
+use std::marker::PhantomData;
+use std::pin::Pin;
+
+use actix_web::http::header;
+use actix_web::{FromRequest, HttpRequest, dev::Payload, web};
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use prefs_domain::{Actor, ClientId, Principal, Username};
+use serde::{Deserialize, Serialize};
+
+use crate::AppState;
+use crate::error::{Dialect, Failure, Problem};
+
+/// The shortest HS256 secret accepted, in bytes.
+pub const MIN_SECRET_BYTES: usize = 32;
+
+/// How long past `exp` (and before `nbf`) a token is still accepted, in seconds.
+pub const LEEWAY_SECONDS: u64 = 60;
+
+/// The key tokens are verified with.
+#[derive(Clone)]
+pub enum JwtKey {
+    /// HS256 with a shared secret of at least [`MIN_SECRET_BYTES`].
+    Secret(Vec<u8>),
+    /// RS256 or ES256 (chosen by the key's type) with a PEM public key.
+    PublicKeyPem(Vec<u8>),
+}
+
+impl std::fmt::Debug for JwtKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Secret(_) => "Secret(<redacted>)",
+            Self::PublicKeyPem(_) => "PublicKeyPem(..)",
+        })
+    }
+}
+
+/// Token verification settings.
+#[derive(Debug, Clone)]
+pub struct JwtConfig {
+    /// The verification key.
+    pub key: JwtKey,
+    /// The required `iss`, if any.
+    pub issuer: Option<String>,
+    /// The required `aud`, if any; without one, `aud` is not checked.
+    pub audience: Option<String>,
+}
+
+/// Why a [`JwtConfig`] cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    /// The HS256 secret is too short to be safe.
+    #[error("the JWT secret must be at least {MIN_SECRET_BYTES} bytes")]
+    ShortSecret,
+    /// The PEM holds neither an RSA nor an EC public key.
+    #[error("the JWT public key file holds no RSA or EC public key in PEM form")]
+    BadPublicKey,
+}
+
+/// Verifies bearer tokens.
+pub struct Verifier {
+    key: DecodingKey,
+    validation: Validation,
+}
+
+impl Verifier {
+    /// Prepares verification for `config`.
+    ///
+    /// # Errors
+    /// [`KeyError`] when the key is unusable.
+    pub fn new(config: &JwtConfig) -> Result<Self, KeyError> {
+        let (key, algorithm) = match &config.key {
+            JwtKey::Secret(secret) if secret.len() < MIN_SECRET_BYTES => return Err(KeyError::ShortSecret),
+            JwtKey::Secret(secret) => (DecodingKey::from_secret(secret), Algorithm::HS256),
+            JwtKey::PublicKeyPem(pem) => DecodingKey::from_rsa_pem(pem)
+                .map(|k| (k, Algorithm::RS256))
+                .or_else(|_| DecodingKey::from_ec_pem(pem).map(|k| (k, Algorithm::ES256)))
+                .map_err(|_| KeyError::BadPublicKey)?,
+        };
+        // `Validation::new` accepts exactly this one algorithm: never `none`, never HS with a
+        // public key. Header fields such as `kid`, `jku` or `jwk` are never used to pick a key.
+        let mut validation = Validation::new(algorithm);
+        let mut required = vec!["exp", "sub"];
+        required.extend(config.issuer.as_ref().map(|_| "iss"));
+        required.extend(config.audience.as_ref().map(|_| "aud"));
+        validation.set_required_spec_claims(&required);
+        validation.leeway = LEEWAY_SECONDS;
+        validation.validate_exp = true;
+        validation.validate_nbf = true;
+        if let Some(issuer) = &config.issuer {
+            validation.set_issuer(&[issuer]);
+        }
+        match &config.audience {
+            Some(audience) => validation.set_audience(&[audience]),
+            None => validation.validate_aud = false,
+        }
+        Ok(Self { key, validation })
+    }
+
+    /// Verifies `token` and reads its principal.
+    ///
+    /// # Errors
+    /// A reason fit for a 401 answer.
+    pub fn verify(&self, token: &str) -> Result<Principal, String> {
+        let claims = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation)
+            .map_err(|e| format!("invalid token ({e})"))?
+            .claims;
+        claims.into_principal()
+    }
+}
+
+/// The claims prefs reads from a token (and writes when it mints one).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Claims {
+    /// The subject: the user's stable identity.
+    pub sub: String,
+    /// The username, preferred over `username`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preferred_username: Option<String>,
+    /// The username when `preferred_username` is absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    /// Roles; `staff` and `admin` mean something to prefs.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub roles: Vec<String>,
+    /// Space-separated OAuth scopes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<String>,
+    /// The client application the token was issued to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<String>,
+    /// The authorized party, used when `client_id` is absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub azp: Option<String>,
+    /// Expiry, seconds since the epoch.
+    pub exp: u64,
+    /// Issued at, seconds since the epoch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iat: Option<u64>,
+}
+
+impl Claims {
+    fn into_principal(self) -> Result<Principal, String> {
+        let name = self.preferred_username.or(self.username).unwrap_or_else(|| self.sub.clone());
+        let username =
+            Username::parse(&name).map_err(|e| format!("the token's username is unusable: {e}"))?;
+        let client_id = match self.client_id.or(self.azp) {
+            Some(client) => {
+                Some(ClientId::parse(&client).map_err(|e| format!("the token's client id: {e}"))?)
+            }
+            None => None,
+        };
+        let scopes: BTreeSet<String> =
+            self.scope.unwrap_or_default().split_ascii_whitespace().map(str::to_owned).collect();
+        Ok(Principal {
+            staff: self.roles.iter().any(|r| r == "staff"),
+            admin: self.roles.iter().any(|r| r == "admin"),
+            subject: self.sub,
+            username,
+            scopes,
+            client_id,
+        })
+    }
+}
+
+/// Mints an HS256 token for `claims` (the `prefs token` command and `--dev` mode).
+///
+/// # Errors
+/// When the claims cannot be encoded.
+pub fn mint(secret: &[u8], claims: &Claims) -> Result<String, jsonwebtoken::errors::Error> {
+    jsonwebtoken::encode(&Header::new(Algorithm::HS256), claims, &EncodingKey::from_secret(secret))
+}
+
+/// The acting user of a request of dialect `D`: a verified token, its user provisioned.
+/// Authentication comes before anything else a handler does.
+pub struct Authenticated<D> {
+    /// The actor.
+    pub actor: Actor,
+    dialect: PhantomData<D>,
+}
+
+impl<D: Dialect> FromRequest for Authenticated<D> {
+    type Error = Failure<D>;
+    type Future = Pin<Box<dyn Future<Output = Result<Self, Self::Error>>>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let state = req.app_data::<web::Data<AppState>>().cloned();
+        let principal = bearer(req).and_then(|token| match &state {
+            Some(state) => state.verifier.verify(token),
+            None => Err("authentication is not configured".into()),
+        });
+        Box::pin(async move {
+            let principal = principal.map_err(Problem::Unauthorized)?;
+            let state = state.ok_or_else(|| Problem::Unauthorized("not configured".into()))?;
+            let actor = state.service.sign_in(principal).await?;
+            Ok(Self { actor, dialect: PhantomData })
+        })
+    }
+}
+
+/// The longest token accepted, in bytes: real tokens are far smaller, and verifying a huge one
+/// would be work done for an attacker.
+pub const MAX_TOKEN_BYTES: usize = 8 * 1024;
+
+/// The bearer token of the `Authorization` header (never the query string).
+fn bearer(req: &HttpRequest) -> Result<&str, String> {
+    let value = req.headers().get(header::AUTHORIZATION).ok_or("no Authorization header")?;
+    let value = value.to_str().map_err(|_| "the Authorization header is not text")?;
+    match value.split_once(' ') {
+        Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty() => {
+            if token.len() > MAX_TOKEN_BYTES {
+                return Err(format!("the token is longer than {MAX_TOKEN_BYTES} bytes"));
+            }
+            Ok(token.trim())
+        }
+        _ => Err("the Authorization header is not `Bearer <token>`".into()),
+    }
+}

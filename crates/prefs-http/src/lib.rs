@@ -1,0 +1,85 @@
+//! The actix-web HTTP adapter of prefs: the API dialects over one [`PreferenceService`], bearer
+//! JWT authentication, request ids, and the mapping of every error into the format of the dialect
+//! whose route it happened on.
+//!
+//! Build the application with [`app`]; the binary crate wraps it in an `HttpServer`.
+
+pub mod auth;
+mod body;
+mod edx;
+pub mod error;
+mod jsonapi;
+mod namespaces;
+mod ops;
+mod records;
+pub mod request_id;
+
+use actix_web::body::MessageBody;
+use actix_web::dev::{ServiceFactory, ServiceRequest, ServiceResponse};
+use actix_web::http::{Method, header};
+use actix_web::middleware::{DefaultHeaders, from_fn};
+use actix_web::{App, HttpResponse, Resource, Route, guard, web};
+use prefs_domain::PreferenceService;
+
+pub use auth::{Claims, JwtConfig, JwtKey, Verifier};
+use error::{Dialect, Failure, Problem};
+
+/// What every request handler shares.
+pub struct AppState {
+    /// The domain service.
+    pub service: PreferenceService,
+    /// The token verifier.
+    pub verifier: Verifier,
+}
+
+/// The whole application: every dialect's routes, the operational endpoints, and JSON:API 404s
+/// for anything else.
+pub fn app(
+    state: web::Data<AppState>,
+) -> App<
+    impl ServiceFactory<
+        ServiceRequest,
+        Config = (),
+        Response = ServiceResponse<impl MessageBody>,
+        Error = actix_web::Error,
+        InitError = (),
+    >,
+> {
+    App::new()
+        .app_data(state)
+        .configure(edx::routes)
+        .configure(records::routes)
+        .configure(namespaces::routes)
+        .configure(ops::routes)
+        .default_service(web::to(|| async {
+            Err::<HttpResponse, _>(Failure::<jsonapi::JsonApi>::from(Problem::NoRoute))
+        }))
+        .wrap(from_fn(request_id::middleware))
+}
+
+/// A resource of dialect `D` that answers `OPTIONS` and wrong methods (405) itself, and sends
+/// `Allow` on every response. `allow` lists the methods the caller registers, plus `OPTIONS`.
+fn resource<D: Dialect>(
+    path: &str,
+    allow: &'static str,
+) -> Resource<
+    impl ServiceFactory<
+        ServiceRequest,
+        Config = (),
+        Response = ServiceResponse<impl MessageBody>,
+        Error = actix_web::Error,
+        InitError = (),
+    >,
+> {
+    web::resource(path)
+        .wrap(DefaultHeaders::new().add((header::ALLOW, allow)))
+        .route(web::route().method(Method::OPTIONS).to(HttpResponse::NoContent))
+        .default_service(web::to(move || async move {
+            Err::<HttpResponse, _>(Failure::<D>::from(Problem::MethodNotAllowed(allow)))
+        }))
+}
+
+/// A route for `GET` and `HEAD` (actix sends no body for `HEAD`).
+fn read() -> Route {
+    web::route().guard(guard::Any(guard::Get()).or(guard::Head()))
+}

@@ -1,0 +1,209 @@
+//! Errors: [`StorageError`] for setting the store up, and the one place where diesel and pool
+//! failures become [`prefs_domain::Error`].
+//!
+//! The rule: anything that may go away by itself (no connection within the pool wait, a refused
+//! or closed connection, a lock wait that timed out — SQLite `SQLITE_BUSY`/`SQLITE_LOCKED`,
+//! PostgreSQL `lock_timeout` —, a read-only or full disk) is [`Error::Unavailable`]; a unique
+//! violation of `users.username` during provisioning is [`Error::UsernameTaken`]; everything else
+//! is [`Error::Internal`].
+
+use std::error::Error as StdError;
+use std::time::Duration;
+
+use diesel::result::{ConnectionError, DatabaseErrorInformation, DatabaseErrorKind, Error as DieselError};
+use diesel_async::pooled_connection::PoolError as ConnectError;
+use prefs_domain::{Error, Username};
+
+use crate::config::Backend;
+
+/// Why the store could not be set up or migrated. Its messages never include a password from the
+/// database URL.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StorageError {
+    /// The configuration cannot work: an unsupported or in-memory database URL, a pool of size 0,
+    /// or an unknown setting.
+    #[error("invalid storage configuration: {0}")]
+    InvalidConfig(String),
+    /// No connection to the database could be had.
+    #[error("cannot reach the {backend} database")]
+    Database {
+        /// Which database.
+        backend: Backend,
+        /// What went wrong, as the ports report it.
+        #[source]
+        source: Error,
+    },
+    /// Running the embedded migrations failed.
+    #[error("migrating the {backend} database failed")]
+    Migration {
+        /// Which database.
+        backend: Backend,
+        /// What went wrong.
+        #[source]
+        source: Box<dyn StdError + Send + Sync>,
+    },
+}
+
+/// No connection came free (or could be made) within the pool wait.
+#[derive(Debug, thiserror::Error)]
+#[error("no database connection within {0:?}")]
+pub(crate) struct CheckoutTimeout(pub(crate) Duration);
+
+/// A failure inside the adapter, before translation. `?` works on diesel, pool and domain errors
+/// alike inside a `with_conn!` body; the port methods translate it once, on the way out.
+#[derive(Debug)]
+pub(crate) enum Failure {
+    /// A query, transaction or migration statement failed.
+    Query(DieselError),
+    /// The pool could not hand out a connection.
+    Checkout(deadpool::managed::PoolError<ConnectError>),
+    /// No connection within the pool wait.
+    TimedOut(CheckoutTimeout),
+    /// Already a domain error (an `edit` error, a corrupt row, `UserNotFound`, ...): passed on
+    /// unchanged.
+    Domain(Error),
+}
+
+impl From<DieselError> for Failure {
+    fn from(error: DieselError) -> Self {
+        Self::Query(error)
+    }
+}
+
+impl From<Error> for Failure {
+    fn from(error: Error) -> Self {
+        Self::Domain(error)
+    }
+}
+
+impl From<Failure> for Error {
+    fn from(failure: Failure) -> Self {
+        match failure {
+            Failure::Domain(error) => error,
+            Failure::TimedOut(timeout) => Error::Unavailable(timeout.into()),
+            Failure::Query(error) if query_unavailable(&error) => Error::Unavailable(error.into()),
+            Failure::Query(error) => Error::Internal(error.into()),
+            Failure::Checkout(error) if checkout_unavailable(&error) => Error::Unavailable(error.into()),
+            Failure::Checkout(error) => Error::Internal(error.into()),
+        }
+    }
+}
+
+/// Maps the unique violation of `users.username` to [`Error::UsernameTaken`]; other errors pass.
+pub(crate) fn username_conflict(error: DieselError, username: &Username) -> Failure {
+    match &error {
+        DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, info)
+            if names_username(info.as_ref()) =>
+        {
+            Failure::Domain(Error::UsernameTaken(username.as_str().to_owned()))
+        }
+        _ => Failure::Query(error),
+    }
+}
+
+/// PostgreSQL names the constraint (`users_username_key`); SQLite only says it in the message
+/// (`UNIQUE constraint failed: users.username`).
+fn names_username(info: &(dyn DatabaseErrorInformation + Send + Sync)) -> bool {
+    info.constraint_name().unwrap_or_else(|| info.message()).contains("username")
+}
+
+/// Messages of transient database errors that diesel reports as `Unknown`: diesel keeps neither
+/// SQLite result codes nor PostgreSQL SQLSTATEs for those, only the message.
+const TRANSIENT_MESSAGES: &[&str] = &[
+    // SQLite: SQLITE_BUSY, SQLITE_LOCKED, SQLITE_FULL, SQLITE_READONLY, SQLITE_IOERR, SQLITE_CANTOPEN.
+    "database is locked",
+    "database table is locked",
+    "database or disk is full",
+    "attempt to write a readonly database",
+    "disk I/O error",
+    "unable to open database file",
+    // PostgreSQL: lock_not_available (lock_timeout), deadlock_detected, admin_shutdown,
+    // cannot_connect_now, disk_full, too_many_connections, recovery conflicts.
+    "lock timeout",
+    "deadlock detected",
+    "terminating connection",
+    "the database system is",
+    "No space left on device",
+    "too many clients",
+    "conflict with recovery",
+];
+
+fn query_unavailable(error: &DieselError) -> bool {
+    match error {
+        DieselError::DatabaseError(
+            DatabaseErrorKind::UnableToSendCommand
+            | DatabaseErrorKind::ClosedConnection
+            | DatabaseErrorKind::ReadOnlyTransaction
+            | DatabaseErrorKind::SerializationFailure,
+            _,
+        )
+        | DieselError::BrokenTransactionManager => true,
+        DieselError::DatabaseError(_, info) => TRANSIENT_MESSAGES.iter().any(|m| info.message().contains(m)),
+        DieselError::RollbackErrorOnCommit { commit_error, .. } => query_unavailable(commit_error),
+        _ => false,
+    }
+}
+
+fn checkout_unavailable(error: &deadpool::managed::PoolError<ConnectError>) -> bool {
+    use deadpool::managed::PoolError;
+    match error {
+        PoolError::Timeout(_) | PoolError::Closed => true,
+        PoolError::Backend(ConnectError::ConnectionError(ConnectionError::InvalidConnectionUrl(_))) => false,
+        PoolError::Backend(ConnectError::ConnectionError(_)) => true,
+        PoolError::Backend(ConnectError::QueryError(error)) => query_unavailable(error),
+        PoolError::NoRuntimeSpecified | PoolError::PostCreateHook(_) => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn unknown(message: &str) -> Failure {
+        Failure::Query(DieselError::DatabaseError(DatabaseErrorKind::Unknown, Box::new(message.to_owned())))
+    }
+
+    #[test]
+    fn transient_failures_are_unavailable() {
+        for failure in [
+            unknown("database is locked"),
+            unknown("database or disk is full"),
+            unknown("attempt to write a readonly database"),
+            unknown("canceling statement due to lock timeout"),
+            unknown("terminating connection due to administrator command"),
+            Failure::Query(DieselError::DatabaseError(
+                DatabaseErrorKind::ClosedConnection,
+                Box::new(String::new()),
+            )),
+            Failure::TimedOut(CheckoutTimeout(Duration::from_secs(5))),
+            Failure::Checkout(deadpool::managed::PoolError::Timeout(deadpool::managed::TimeoutType::Wait)),
+            Failure::Checkout(deadpool::managed::PoolError::Backend(ConnectError::ConnectionError(
+                ConnectionError::BadConnection("connection refused".into()),
+            ))),
+        ] {
+            assert!(matches!(Error::from(failure), Error::Unavailable(_)));
+        }
+    }
+
+    #[test]
+    fn other_failures_are_internal_and_domain_errors_pass_unchanged() {
+        assert!(matches!(Error::from(unknown("syntax error")), Error::Internal(_)));
+        assert!(matches!(Error::from(Failure::Query(DieselError::NotFound)), Error::Internal(_)));
+        let unique = DieselError::DatabaseError(
+            DatabaseErrorKind::UniqueViolation,
+            Box::new("UNIQUE constraint failed: preferences.user_id".to_owned()),
+        );
+        let alice = Username::parse("alice").unwrap();
+        assert!(matches!(Error::from(username_conflict(unique, &alice)), Error::Internal(_)));
+        let unique = DieselError::DatabaseError(
+            DatabaseErrorKind::UniqueViolation,
+            Box::new("UNIQUE constraint failed: users.username".to_owned()),
+        );
+        assert!(
+            matches!(Error::from(username_conflict(unique, &alice)), Error::UsernameTaken(u) if u == "alice")
+        );
+        let edit_error = Error::TooManyKeys { limit: 3 };
+        assert!(matches!(Error::from(Failure::Domain(edit_error)), Error::TooManyKeys { limit: 3 }));
+    }
+}

@@ -1,0 +1,39 @@
+//! The Diesel storage adapter of prefs: [`DieselStore`] implements the domain's
+//! [`UserStore`](prefs_domain::UserStore) and [`PreferenceStore`](prefs_domain::PreferenceStore)
+//! over SQLite (embedded, a file) or PostgreSQL, chosen by the database URL.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), prefs_storage::StorageError> {
+//! use prefs_storage::{DieselStore, StoreConfig};
+//!
+//! let store = DieselStore::connect(&StoreConfig::new("sqlite://prefs.db")).await?;
+//! store.migrate().await?;
+//! # Ok(()) }
+//! ```
+//!
+//! Both backends share one schema (equivalent migrations in `migrations/sqlite` and
+//! `migrations/postgres`, with the same versions), and every query is written once: a private `with_conn!` macro expands
+//! it for each backend's pool. Values are stored as compact JSON text and timestamps as
+//! microseconds since the Unix epoch.
+//!
+//! `modify` runs in one transaction that excludes every other writer of the user: SQLite takes
+//! the write lock up front (`BEGIN IMMEDIATE`, queueing on the busy timeout), PostgreSQL locks
+//! the user's row (`SELECT … FOR UPDATE`). Waiting for a connection or a lock is bounded by
+//! [`StoreConfig::pool_wait`], after which operations report
+//! [`Error::Unavailable`](prefs_domain::Error::Unavailable).
+//!
+//! The `testing` feature adds `prefs_storage::testing`: fresh scratch databases for this crate's
+//! contract suite (`tests/contract.rs`) and for other crates' tests.
+
+mod config;
+mod error;
+mod pool;
+mod rows;
+mod schema;
+mod store;
+#[cfg(feature = "testing")]
+pub mod testing;
+
+pub use config::{Backend, SqliteSynchronous, StoreConfig};
+pub use error::StorageError;
+pub use store::DieselStore;

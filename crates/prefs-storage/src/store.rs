@@ -1,0 +1,418 @@
+//! [`DieselStore`]: the storage ports over a pool of SQLite or PostgreSQL connections.
+
+use std::fmt;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use diesel::connection::SimpleConnection;
+use diesel::prelude::*;
+use diesel::upsert::excluded;
+use diesel_async::async_connection_wrapper::AsyncConnectionWrapper;
+use diesel_async::pooled_connection::RecyclingMethod;
+use diesel_async::{AsyncPgConnection, RunQueryDsl};
+use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
+use prefs_domain::{
+    Change, Edit, Error, Namespace, Preference, PreferenceId, PreferenceKey, PreferenceStore, Result, User,
+    UserId, UserStore, Username,
+};
+
+use crate::config::{Backend, StoreConfig};
+use crate::error::{Failure, StorageError, username_conflict};
+use crate::pool::{self, Lease, Pools, with_conn};
+use crate::rows::{
+    NewPreference, NewUser, PreferenceRow, UserRow, now_micros, preferences_from, stored_value,
+};
+use crate::schema::{preferences, users};
+
+const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("../../migrations/sqlite");
+const POSTGRES_MIGRATIONS: EmbeddedMigrations = embed_migrations!("../../migrations/postgres");
+
+/// The key of the PostgreSQL advisory lock that lets one `migrate` run at a time when several
+/// instances start together.
+const MIGRATION_LOCK: i64 = 0x7072_6566_735f_6d69; // "prefs_mi"
+
+/// The storage adapter: implements [`UserStore`] and [`PreferenceStore`] over SQLite or
+/// PostgreSQL, chosen by the database URL. Cloning is cheap and shares the pool.
+#[derive(Clone)]
+pub struct DieselStore {
+    pub(crate) pools: Pools,
+    pub(crate) pool_wait: Duration,
+}
+
+impl DieselStore {
+    /// Sets up a pool for `config.database_url` without connecting yet: connections are made on
+    /// demand, so the store works as soon as the database does, and a pooled connection that
+    /// broke (PostgreSQL went away) is replaced on its next checkout. [`DieselStore::migrate`] or
+    /// [`PreferenceStore::ping`] tells whether the database answers.
+    ///
+    /// Every SQLite connection runs `PRAGMA busy_timeout` (the pool wait), `journal_mode=WAL`,
+    /// `synchronous` as configured and `foreign_keys=ON`; every PostgreSQL connection sets
+    /// `lock_timeout` to the pool wait.
+    ///
+    /// # Errors
+    /// [`StorageError::InvalidConfig`] for an unusable URL (see [`Backend::of_url`]), a pool
+    /// size of 0 or a pool wait under 1 ms.
+    pub async fn connect(config: &StoreConfig) -> Result<Self, StorageError> {
+        let backend = Backend::of_url(&config.database_url)?;
+        if config.pool_size == 0 {
+            return Err(StorageError::InvalidConfig("the pool size must be at least 1".into()));
+        }
+        if config.pool_wait < Duration::from_millis(1) {
+            return Err(StorageError::InvalidConfig("the pool wait must be at least 1 ms".into()));
+        }
+        let wait_ms = config.pool_wait.as_millis();
+        let url = &config.database_url;
+        let size = config.pool_size;
+        let pools = match backend {
+            Backend::Sqlite => {
+                let setup = format!(
+                    "PRAGMA busy_timeout = {wait_ms}; PRAGMA journal_mode = WAL; \
+                     PRAGMA synchronous = {}; PRAGMA foreign_keys = ON;",
+                    config.sqlite_synchronous.pragma()
+                );
+                // A SQLite connection does not break by itself; its transaction state is
+                // still checked on every return.
+                pool::pool(url, size, setup, RecyclingMethod::Fast).map(Pools::Sqlite)
+            }
+            Backend::Postgres => {
+                let setup = format!("SET lock_timeout = {wait_ms}");
+                // `SELECT 1` on checkout finds connections the server closed.
+                pool::pool(url, size, setup, RecyclingMethod::Verified).map(Pools::Postgres)
+            }
+        }
+        .map_err(|e| StorageError::InvalidConfig(e.to_string()))?;
+        Ok(Self { pools, pool_wait: config.pool_wait })
+    }
+
+    /// Runs the embedded migrations that have not run yet; running it again is a no-op. One run
+    /// at a time per database (PostgreSQL takes an advisory lock, SQLite runs them in one
+    /// `BEGIN IMMEDIATE` transaction). Works on current-thread runtimes too.
+    ///
+    /// # Errors
+    /// [`StorageError::Database`] when no connection can be had, [`StorageError::Migration`] when
+    /// a migration fails.
+    pub async fn migrate(&self) -> Result<(), StorageError> {
+        let backend = self.backend();
+        let unreachable = |failure: Failure| StorageError::Database { backend, source: failure.into() };
+        let migrated = match &self.pools {
+            Pools::Sqlite(pool) => {
+                let mut lease = Lease::checkout(pool, self.pool_wait).await.map_err(unreachable)?;
+                let out = lease
+                    .conn()
+                    .spawn_blocking(|conn| {
+                        Ok(conn.immediate_transaction(|conn| {
+                            conn.run_pending_migrations(SQLITE_MIGRATIONS).map(drop)
+                        }))
+                    })
+                    .await;
+                lease.settle();
+                out.map_err(|e| unreachable(e.into()))?
+            }
+            Pools::Postgres(pool) => {
+                // The migration harness is synchronous: run it on a blocking thread over a
+                // connection taken out of the pool (dropped afterwards, releasing the lock).
+                let conn = Lease::checkout(pool, self.pool_wait).await.map_err(unreachable)?.detach();
+                tokio::task::spawn_blocking(move || {
+                    let mut conn = AsyncConnectionWrapper::<AsyncPgConnection>::from(conn);
+                    conn.batch_execute(&format!(
+                        "SET lock_timeout = 0; SELECT pg_advisory_lock({MIGRATION_LOCK})"
+                    ))?;
+                    conn.run_pending_migrations(POSTGRES_MIGRATIONS).map(drop)
+                })
+                .await
+                .map_err(|e| StorageError::Migration { backend, source: e.into() })?
+            }
+        };
+        migrated.map_err(|source| StorageError::Migration { backend, source })
+    }
+
+    /// Which database this store uses.
+    pub fn backend(&self) -> Backend {
+        match self.pools {
+            Pools::Sqlite(_) => Backend::Sqlite,
+            Pools::Postgres(_) => Backend::Postgres,
+        }
+    }
+}
+
+impl fmt::Debug for DieselStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DieselStore")
+            .field("backend", &self.backend())
+            .field("pool_wait", &self.pool_wait)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The preferences of one user in one namespace, unordered.
+#[diesel::dsl::auto_type]
+fn in_namespace<'a>(user: i64, namespace: &'a str) -> _ {
+    preferences::table.filter(preferences::user_id.eq(user)).filter(preferences::namespace.eq(namespace))
+}
+
+#[async_trait]
+impl UserStore for DieselStore {
+    async fn provision(&self, subject: &str, username: &Username) -> Result<User> {
+        with_conn!(self, |conn| {
+            // The common case, on every request: one indexed read, no write.
+            let found: Option<UserRow> = users::table
+                .filter(users::subject.eq(subject))
+                .select(UserRow::as_select())
+                .first(conn)
+                .await
+                .optional()?;
+            if let Some(user) = found.map(User::try_from).transpose()?.filter(|u| u.username == *username) {
+                return Ok(user);
+            }
+            // A new subject, or a new username: one atomic upsert on the subject.
+            let new = NewUser { subject, username: username.as_str(), created_at: now_micros() };
+            let row = diesel::insert_into(users::table)
+                .values(&new)
+                .on_conflict(users::subject)
+                .do_update()
+                .set(users::username.eq(excluded(users::username)))
+                .returning(UserRow::as_returning())
+                .get_result(conn)
+                .await
+                .map_err(|e| username_conflict(e, username))?;
+            Ok(User::try_from(row)?)
+        })
+    }
+
+    async fn user_by_id(&self, id: UserId) -> Result<Option<User>> {
+        with_conn!(self, |conn| {
+            let row: Option<UserRow> =
+                users::table.find(id.0).select(UserRow::as_select()).first(conn).await.optional()?;
+            Ok(row.map(User::try_from).transpose()?)
+        })
+    }
+
+    async fn user_by_username(&self, username: &Username) -> Result<Option<User>> {
+        with_conn!(self, |conn| {
+            let row: Option<UserRow> = users::table
+                .filter(users::username.eq(username.as_str()))
+                .select(UserRow::as_select())
+                .first(conn)
+                .await
+                .optional()?;
+            Ok(row.map(User::try_from).transpose()?)
+        })
+    }
+
+    async fn remove_user(&self, id: UserId) -> Result<bool> {
+        // Preferences go with the user row: ON DELETE CASCADE (SQLite: foreign_keys=ON).
+        with_conn!(self, |conn| Ok(diesel::delete(users::table.find(id.0)).execute(conn).await? > 0))
+    }
+}
+
+#[async_trait]
+impl PreferenceStore for DieselStore {
+    async fn namespace(&self, user: UserId, namespace: &Namespace) -> Result<Vec<Preference>> {
+        with_conn!(self, |conn| {
+            let rows = in_namespace(user.0, namespace.as_str())
+                .order(preferences::id)
+                .select(PreferenceRow::as_select())
+                .load(conn)
+                .await?;
+            Ok(preferences_from(rows)?)
+        })
+    }
+
+    async fn preference(
+        &self,
+        user: UserId,
+        namespace: &Namespace,
+        key: &PreferenceKey,
+    ) -> Result<Option<Preference>> {
+        with_conn!(self, |conn| {
+            let row: Option<PreferenceRow> = in_namespace(user.0, namespace.as_str())
+                .filter(preferences::key.eq(key.as_str()))
+                .select(PreferenceRow::as_select())
+                .first(conn)
+                .await
+                .optional()?;
+            Ok(row.map(Preference::try_from).transpose()?)
+        })
+    }
+
+    async fn preference_by_id(
+        &self,
+        user: UserId,
+        namespace: &Namespace,
+        id: PreferenceId,
+    ) -> Result<Option<Preference>> {
+        with_conn!(self, |conn| {
+            let row: Option<PreferenceRow> = in_namespace(user.0, namespace.as_str())
+                .filter(preferences::id.eq(id.0))
+                .select(PreferenceRow::as_select())
+                .first(conn)
+                .await
+                .optional()?;
+            Ok(row.map(Preference::try_from).transpose()?)
+        })
+    }
+
+    async fn modify(&self, user: UserId, namespace: &Namespace, edit: &Edit<'_>) -> Result<Vec<Preference>> {
+        let (user, namespace) = (user.0, namespace.as_str());
+        with_conn!(
+            self,
+            transaction | conn | {
+                if !pool::WriteTransaction::lock_user(conn, user).await? {
+                    return Err(Error::UserNotFound.into());
+                }
+                let load =
+                    in_namespace(user, namespace).order(preferences::id).select(PreferenceRow::as_select());
+                let current = preferences_from(load.load(conn).await?)?;
+                let changes = edit(&current)?;
+                if changes.is_empty() {
+                    return Ok(current);
+                }
+                let now = now_micros();
+                for change in &changes {
+                    match change {
+                        Change::Put { key, value } => {
+                            let new = NewPreference {
+                                user_id: user,
+                                namespace,
+                                key: key.as_str(),
+                                value: stored_value(value),
+                                created_at: now,
+                                updated_at: now,
+                                version: 1,
+                            };
+                            diesel::insert_into(preferences::table)
+                                .values(&new)
+                                .on_conflict((preferences::user_id, preferences::namespace, preferences::key))
+                                .do_update()
+                                .set((
+                                    preferences::value.eq(excluded(preferences::value)),
+                                    preferences::updated_at.eq(excluded(preferences::updated_at)),
+                                    preferences::version.eq(preferences::version + 1),
+                                ))
+                                .execute(conn)
+                                .await?;
+                        }
+                        Change::Delete { key } => {
+                            diesel::delete(
+                                in_namespace(user, namespace).filter(preferences::key.eq(key.as_str())),
+                            )
+                            .execute(conn)
+                            .await?;
+                        }
+                        Change::Rename { from, to } => {
+                            let renamed = diesel::update(
+                                in_namespace(user, namespace).filter(preferences::key.eq(from.as_str())),
+                            )
+                            .set((
+                                preferences::key.eq(to.as_str()),
+                                preferences::updated_at.eq(now),
+                                preferences::version.eq(preferences::version + 1),
+                            ))
+                            .execute(conn)
+                            .await?;
+                            if renamed == 0 {
+                                return Err(Error::Internal(
+                                    format!("cannot rename missing key {from}").into(),
+                                )
+                                .into());
+                            }
+                        }
+                    }
+                }
+                Ok(preferences_from(load.load(conn).await?)?)
+            }
+        )
+    }
+
+    async fn ping(&self) -> Result<()> {
+        with_conn!(self, |conn| {
+            diesel::select(1.into_sql::<diesel::sql_types::Integer>()).get_result::<i32>(conn).await?;
+            Ok(())
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use diesel::sql_types::{BigInt, Text};
+
+    use super::*;
+    use crate::config::SqliteSynchronous;
+
+    #[derive(QueryableByName, Debug, PartialEq)]
+    struct Pragmas {
+        #[diesel(sql_type = Text)]
+        journal_mode: String,
+        #[diesel(sql_type = BigInt)]
+        synchronous: i64,
+        #[diesel(sql_type = BigInt)]
+        foreign_keys: i64,
+        #[diesel(sql_type = BigInt)]
+        busy_timeout: i64,
+    }
+
+    #[tokio::test]
+    async fn sqlite_connections_are_durable_and_wait_for_locks() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = dir.path().join("prefs.db").to_str().unwrap().to_owned();
+        for (synchronous, expected) in [(SqliteSynchronous::Full, 2), (SqliteSynchronous::Normal, 1)] {
+            let config = StoreConfig {
+                sqlite_synchronous: synchronous,
+                pool_wait: Duration::from_millis(1234),
+                ..StoreConfig::new(&url)
+            };
+            let store = DieselStore::connect(&config).await.unwrap();
+            let pragmas = with_conn!(store, |conn| {
+                let query = diesel::sql_query(
+                    "SELECT (SELECT * FROM pragma_journal_mode) AS journal_mode, \
+                     (SELECT * FROM pragma_synchronous) AS synchronous, \
+                     (SELECT * FROM pragma_foreign_keys) AS foreign_keys, \
+                     (SELECT * FROM pragma_busy_timeout) AS busy_timeout",
+                );
+                Ok(query.get_result::<Pragmas>(conn).await?)
+            })
+            .unwrap();
+            let wanted = Pragmas {
+                journal_mode: "wal".into(),
+                synchronous: expected,
+                foreign_keys: 1,
+                busy_timeout: 1234,
+            };
+            assert_eq!(pragmas, wanted, "{synchronous:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn unusable_configurations_are_refused_without_leaking_passwords() {
+        let zero = StoreConfig { pool_size: 0, ..StoreConfig::new("prefs.db") };
+        assert!(matches!(DieselStore::connect(&zero).await, Err(StorageError::InvalidConfig(_))));
+        let no_wait = StoreConfig { pool_wait: Duration::ZERO, ..StoreConfig::new("prefs.db") };
+        assert!(matches!(DieselStore::connect(&no_wait).await, Err(StorageError::InvalidConfig(_))));
+        for url in ["mysql://app:s3cret@db/prefs", "sqlite://:memory:"] {
+            let error = DieselStore::connect(&StoreConfig::new(url)).await.unwrap_err();
+            assert!(matches!(error, StorageError::InvalidConfig(_)), "{error:?}");
+            assert!(!error.to_string().contains("s3cret"), "{error}");
+        }
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_postgres_is_unavailable_and_the_password_stays_hidden() {
+        // Nothing listens on port 1; connecting does not need the server, using it does.
+        let config = StoreConfig {
+            pool_wait: Duration::from_secs(2),
+            ..StoreConfig::new("postgres://app:s3cret@127.0.0.1:1/prefs")
+        };
+        let store = DieselStore::connect(&config).await.unwrap();
+        assert!(!format!("{config:?} {store:?}").contains("s3cret"));
+        assert!(matches!(store.ping().await, Err(Error::Unavailable(_))));
+        let error = store.migrate().await.unwrap_err();
+        assert!(matches!(&error, StorageError::Database { backend: Backend::Postgres, .. }), "{error:?}");
+        let mut chain = error.to_string();
+        let mut source = std::error::Error::source(&error);
+        while let Some(cause) = source {
+            chain = format!("{chain}: {cause}");
+            source = cause.source();
+        }
+        assert!(!chain.contains("s3cret"), "{chain}");
+    }
+}

@@ -1,0 +1,126 @@
+//! Scratch databases for tests (feature `testing`): each [`scratch`] is fresh, empty and isolated,
+//! so tests may run in parallel.
+//!
+//! PostgreSQL scratch databases are created on the server named by `PREFS_TEST_POSTGRES_URL`, an
+//! admin URL such as `postgres://postgres@127.0.0.1:55432/postgres` (`tests/postgres.sh start`
+//! starts such a server and prints it).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use diesel_async::{AsyncConnection, AsyncPgConnection, SimpleAsyncConnection};
+use tempfile::TempDir;
+use url::Url;
+
+use crate::{Backend, DieselStore, StoreConfig};
+
+/// The environment variable naming the PostgreSQL server for scratch databases.
+pub const POSTGRES_URL_VAR: &str = "PREFS_TEST_POSTGRES_URL";
+
+/// A fresh, empty database; it lasts as long as this value (a PostgreSQL one is dropped, best
+/// effort, with `DROP DATABASE … WITH (FORCE)`).
+#[derive(Debug)]
+pub struct Scratch {
+    /// The database URL, for [`StoreConfig::new`] or `DATABASE_URL`.
+    pub url: String,
+    backend: Backend,
+    keep: Keep,
+}
+
+/// What keeps the database alive, and goes with it.
+#[derive(Debug)]
+enum Keep {
+    /// The directory holding the SQLite file, deleted with it.
+    Dir { _dir: TempDir },
+    /// A PostgreSQL database, dropped best-effort when the scratch is.
+    Database { admin_url: String, name: String },
+}
+
+/// Creates a fresh, empty database (not migrated) for `backend`: SQLite, a file in a new
+/// temporary directory; PostgreSQL, `CREATE DATABASE prefs_test_…` on the server named by
+/// [`POSTGRES_URL_VAR`].
+///
+/// # Panics
+/// When the database cannot be created, or for PostgreSQL when [`POSTGRES_URL_VAR`] is not set:
+/// tests never silently skip a backend.
+pub async fn scratch(backend: Backend) -> Scratch {
+    match backend {
+        Backend::Sqlite => {
+            let dir = tempfile::Builder::new()
+                .prefix("prefs-test-")
+                .tempdir()
+                .expect("create a temporary directory");
+            let path = dir.path().join("prefs.db");
+            let url = path.to_str().expect("temporary paths are UTF-8").to_owned();
+            Scratch { url, backend, keep: Keep::Dir { _dir: dir } }
+        }
+        Backend::Postgres => {
+            let admin_url = std::env::var(POSTGRES_URL_VAR).unwrap_or_else(|_| {
+                panic!(
+                    "{POSTGRES_URL_VAR} is not set: PostgreSQL tests need a server. \
+                     Run `tests/postgres.sh start` and export the URL it prints (or run `make test`)"
+                )
+            });
+            let name = unique_name();
+            let mut admin = AsyncPgConnection::establish(&admin_url).await.unwrap_or_else(|e| {
+                panic!("connect to {POSTGRES_URL_VAR} (is `tests/postgres.sh start` running?): {e}")
+            });
+            admin
+                .batch_execute(&format!("CREATE DATABASE {name}"))
+                .await
+                .unwrap_or_else(|e| panic!("create scratch database {name}: {e}"));
+            let mut url =
+                Url::parse(&admin_url).unwrap_or_else(|e| panic!("{POSTGRES_URL_VAR} is not a URL: {e}"));
+            url.set_path(&name);
+            Scratch { url: url.into(), backend, keep: Keep::Database { admin_url, name } }
+        }
+    }
+}
+
+impl Scratch {
+    /// The backend of this database.
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// A store over this database with the default configuration, migrated.
+    ///
+    /// # Panics
+    /// When connecting or migrating fails.
+    pub async fn store(&self) -> DieselStore {
+        let store = DieselStore::connect(&StoreConfig::new(&self.url))
+            .await
+            .expect("connect to the scratch database");
+        store.migrate().await.expect("migrate the scratch database");
+        store
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        if let Keep::Database { admin_url, name } = &self.keep {
+            // Best effort, on a thread of its own: drop may run inside an async runtime.
+            let admin_url = admin_url.clone();
+            let sql = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)");
+            let dropped = std::thread::spawn(move || {
+                let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+                runtime.block_on(async {
+                    let mut admin = AsyncPgConnection::establish(&admin_url).await?;
+                    admin.batch_execute(&sql).await?;
+                    Ok::<_, Box<dyn std::error::Error + Send + Sync>>(())
+                })
+            })
+            .join();
+            if let Ok(Err(error)) = dropped {
+                eprintln!("could not drop scratch database {name}: {error}");
+            }
+        }
+    }
+}
+
+/// `prefs_test_<pid>_<counter>_<nanos>`: unique within a run and, by the clock, across runs.
+fn unique_name() -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
+    format!("prefs_test_{}_{}_{nanos}", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed))
+}

@@ -1,0 +1,603 @@
+//! The contract suite of the storage ports (`prefs_domain::ports`): every test is written once,
+//! against a fresh database, and runs on both backends (`sqlite::…` and `postgres::…`).
+//!
+//! PostgreSQL needs a server: `tests/postgres.sh start`, then
+//! `PREFS_TEST_POSTGRES_URL=<the URL it prints> cargo test -p prefs-storage --features testing`.
+//! Without the variable the PostgreSQL tests fail; they never skip.
+
+use std::sync::{Arc, Mutex, mpsc};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use prefs_domain::{
+    Change, ClientId, Error, Namespace, Preference, PreferenceId, PreferenceKey, PreferenceStore,
+    PreferenceValue, Result, User, UserId, UserStore, Username,
+};
+use prefs_storage::testing::{Scratch, scratch};
+use prefs_storage::{Backend, DieselStore, StoreConfig};
+use serde_json::{Value, json};
+
+/// A migrated store over a fresh database. The store is dropped before the database.
+struct Fixture {
+    store: DieselStore,
+    scratch: Scratch,
+}
+
+impl Fixture {
+    async fn new(backend: Backend) -> Self {
+        let scratch = scratch(backend).await;
+        Self { store: scratch.store().await, scratch }
+    }
+
+    /// Another store over the same database, with a short wait and the given pool size.
+    async fn impatient_store(&self, pool_size: usize) -> DieselStore {
+        let config = StoreConfig { pool_size, pool_wait: SHORT_WAIT, ..StoreConfig::new(&self.scratch.url) };
+        DieselStore::connect(&config).await.unwrap()
+    }
+}
+
+/// The pool wait of [`Fixture::impatient_store`].
+const SHORT_WAIT: Duration = Duration::from_millis(300);
+
+/// Generates `mod sqlite` and `mod postgres`, each with one test per listed test body, run on
+/// the given tokio test runtime.
+macro_rules! contract {
+    ($($runtime:meta => $name:ident,)*) => {
+        mod sqlite {
+            $(
+                #[$runtime]
+                async fn $name() {
+                    super::$name(super::Fixture::new(prefs_storage::Backend::Sqlite).await).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[$runtime]
+                async fn $name() {
+                    super::$name(super::Fixture::new(prefs_storage::Backend::Postgres).await).await;
+                }
+            )*
+        }
+    };
+}
+
+contract! {
+    tokio::test => provision_creates_a_user_once,
+    tokio::test => provision_of_a_known_user_does_not_write,
+    tokio::test => provision_follows_a_username_change,
+    tokio::test => provision_refuses_a_username_held_by_another_subject,
+    tokio::test => users_are_found_by_exact_id_and_username,
+    tokio::test => remove_user_erases_every_preference_and_reports_existence,
+    tokio::test => namespaces_are_ordered_by_id_and_isolated,
+    tokio::test => preference_lookups_respect_user_and_namespace,
+    tokio::test => put_of_a_new_key_starts_at_version_1,
+    tokio::test => put_of_an_existing_key_keeps_id_and_created_at,
+    tokio::test => delete_removes_one_key_and_ignores_missing_ones,
+    tokio::test => rename_keeps_id_and_value,
+    tokio::test => a_failing_edit_writes_nothing_and_its_error_comes_back,
+    tokio::test => a_failing_change_rolls_back_the_whole_modify,
+    tokio::test => modify_of_an_unknown_user_is_user_not_found,
+    tokio::test => json_values_round_trip_exactly,
+    tokio::test => migrations_run_twice_are_a_no_op,
+    tokio::test => ping_answers,
+    tokio::test => waiting_for_a_connection_is_bounded,
+    tokio::test => waiting_for_another_writer_is_bounded_and_reads_go_on,
+    tokio::test => a_cancelled_modify_leaves_the_store_usable,
+    tokio::test(flavor = "multi_thread", worker_threads = 4) => concurrent_puts_of_distinct_keys_all_land,
+    tokio::test(flavor = "multi_thread", worker_threads = 4) => concurrent_merges_into_one_value_lose_nothing,
+}
+
+// ----- helpers -----
+
+fn name(s: &str) -> Username {
+    Username::parse(s).unwrap()
+}
+
+fn key(s: &str) -> PreferenceKey {
+    PreferenceKey::parse(s).unwrap()
+}
+
+fn value(v: Value) -> PreferenceValue {
+    PreferenceValue::new(v, "value", &prefs_domain::Limits::default()).unwrap()
+}
+
+fn client(s: &str) -> Namespace {
+    Namespace::Client(ClientId::parse(s).unwrap())
+}
+
+const GLOBAL: Namespace = Namespace::Global;
+
+/// Provisions a user whose subject is `sub-<username>`.
+async fn user(store: &DieselStore, username: &str) -> User {
+    store.provision(&format!("sub-{username}"), &name(username)).await.unwrap()
+}
+
+/// Puts one key and returns the stored preference.
+async fn put(store: &DieselStore, user: &User, namespace: &Namespace, k: &str, v: Value) -> Preference {
+    let (k, v) = (key(k), value(v));
+    let after = store
+        .modify(user.id, namespace, &|_| Ok(vec![Change::Put { key: k.clone(), value: v.clone() }]))
+        .await
+        .unwrap();
+    after.into_iter().find(|p| p.key == k).unwrap()
+}
+
+async fn apply(
+    store: &DieselStore,
+    user: &User,
+    namespace: &Namespace,
+    changes: Vec<Change>,
+) -> Result<Vec<Preference>> {
+    store.modify(user.id, namespace, &|_| Ok(changes.clone())).await
+}
+
+fn keys(preferences: &[Preference]) -> Vec<&str> {
+    preferences.iter().map(|p| p.key.as_str()).collect()
+}
+
+/// Holds the write lock of `user` from another thread (with its own runtime): a `modify` whose
+/// edit blocks until [`HeldLock::release`].
+struct HeldLock {
+    release: mpsc::Sender<()>,
+    holder: JoinHandle<Result<Vec<Preference>>>,
+}
+
+impl HeldLock {
+    async fn take(store: &DieselStore, user: UserId) -> Self {
+        let (locked_tx, locked_rx) = tokio::sync::oneshot::channel();
+        let (release, release_rx) = mpsc::channel::<()>();
+        let store = store.clone();
+        let holder = std::thread::spawn(move || {
+            let locked = Mutex::new(Some(locked_tx));
+            let release = Mutex::new(release_rx);
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            runtime.block_on(store.modify(user, &GLOBAL, &|_| {
+                if let Some(locked) = locked.lock().unwrap().take() {
+                    locked.send(()).unwrap();
+                }
+                // Returns when released, or when the sender is gone.
+                let _ = release.lock().unwrap().recv();
+                Ok(vec![])
+            }))
+        });
+        locked_rx.await.expect("the holder took the lock");
+        Self { release, holder }
+    }
+
+    async fn release(self) {
+        self.release.send(()).unwrap();
+        // Join off the runtime: the holder may need this runtime's connection tasks to commit.
+        let held = tokio::task::spawn_blocking(move || self.holder.join()).await.unwrap();
+        held.expect("the holder did not panic").expect("the holder's modify succeeded");
+    }
+}
+
+// ----- users -----
+
+async fn provision_creates_a_user_once(fx: Fixture) {
+    let alice = fx.store.provision("sub-1", &name("alice")).await.unwrap();
+    assert_eq!((alice.subject.as_str(), alice.username.as_str()), ("sub-1", "alice"));
+    let again = fx.store.provision("sub-1", &name("alice")).await.unwrap();
+    assert_eq!(again, alice);
+    let bob = user(&fx.store, "bob").await;
+    assert_ne!(bob.id, alice.id);
+}
+
+async fn provision_of_a_known_user_does_not_write(fx: Fixture) {
+    let alice = user(&fx.store, "alice").await;
+    let impatient = fx.impatient_store(4).await;
+    let lock = HeldLock::take(&fx.store, alice.id).await;
+    // A write would wait for the held lock and give up after the short wait; a read does not.
+    assert_eq!(impatient.provision(&alice.subject, &alice.username).await.unwrap(), alice);
+    // The same call with a new username does write, so it has to wait (this proves the test can
+    // tell the two apart).
+    let renamed = impatient.provision(&alice.subject, &name("alicia")).await;
+    assert!(matches!(renamed, Err(Error::Unavailable(_))), "{renamed:?}");
+    lock.release().await;
+}
+
+async fn provision_follows_a_username_change(fx: Fixture) {
+    let alice = user(&fx.store, "alice").await;
+    let renamed = fx.store.provision(&alice.subject, &name("alice.b@example.com")).await.unwrap();
+    assert_eq!(renamed.id, alice.id);
+    assert_eq!(renamed.username.as_str(), "alice.b@example.com");
+    assert_eq!(fx.store.user_by_username(&name("alice")).await.unwrap(), None);
+    assert_eq!(fx.store.user_by_id(alice.id).await.unwrap(), Some(renamed.clone()));
+    // And back: the old name was freed.
+    assert_eq!(fx.store.provision(&alice.subject, &name("alice")).await.unwrap(), alice);
+}
+
+async fn provision_refuses_a_username_held_by_another_subject(fx: Fixture) {
+    let alice = user(&fx.store, "alice").await;
+    let bob = user(&fx.store, "bob").await;
+    for subject in ["sub-new", bob.subject.as_str()] {
+        let taken = fx.store.provision(subject, &alice.username).await;
+        assert!(matches!(&taken, Err(Error::UsernameTaken(u)) if u == "alice"), "{subject}: {taken:?}");
+    }
+    assert_eq!(fx.store.user_by_id(bob.id).await.unwrap(), Some(bob));
+    assert_eq!(fx.store.user_by_username(&alice.username).await.unwrap(), Some(alice));
+}
+
+async fn users_are_found_by_exact_id_and_username(fx: Fixture) {
+    let alice = fx.store.provision("sub-a", &name("Zoë Ünal")).await.unwrap();
+    assert_eq!(fx.store.user_by_id(alice.id).await.unwrap(), Some(alice.clone()));
+    assert_eq!(fx.store.user_by_username(&name("Zoë Ünal")).await.unwrap(), Some(alice.clone()));
+    assert_eq!(fx.store.user_by_username(&name("zoë ünal")).await.unwrap(), None);
+    assert_eq!(fx.store.user_by_username(&name("nobody")).await.unwrap(), None);
+    assert_eq!(fx.store.user_by_id(UserId(alice.id.0 + 1000)).await.unwrap(), None);
+}
+
+async fn remove_user_erases_every_preference_and_reports_existence(fx: Fixture) {
+    let alice = user(&fx.store, "alice").await;
+    let bob = user(&fx.store, "bob").await;
+    let global = put(&fx.store, &alice, &GLOBAL, "a", json!(1)).await;
+    put(&fx.store, &alice, &client("appA"), "b", json!(2)).await;
+    let kept = put(&fx.store, &bob, &GLOBAL, "a", json!(3)).await;
+
+    assert!(fx.store.remove_user(alice.id).await.unwrap());
+    assert_eq!(fx.store.user_by_id(alice.id).await.unwrap(), None);
+    assert_eq!(fx.store.user_by_username(&alice.username).await.unwrap(), None);
+    assert!(fx.store.namespace(alice.id, &GLOBAL).await.unwrap().is_empty());
+    assert!(fx.store.namespace(alice.id, &client("appA")).await.unwrap().is_empty());
+    assert_eq!(fx.store.preference_by_id(alice.id, &GLOBAL, global.id).await.unwrap(), None);
+    assert_eq!(fx.store.namespace(bob.id, &GLOBAL).await.unwrap(), vec![kept.clone()]);
+    assert!(!fx.store.remove_user(alice.id).await.unwrap());
+
+    // Ids are never reused: the same subject comes back as a new user with nothing.
+    let back = user(&fx.store, "alice").await;
+    assert!(back.id > bob.id, "{back:?}");
+    assert!(fx.store.namespace(back.id, &GLOBAL).await.unwrap().is_empty());
+    let again = put(&fx.store, &back, &GLOBAL, "a", json!(1)).await;
+    assert!(again.id > kept.id);
+}
+
+// ----- reads -----
+
+async fn namespaces_are_ordered_by_id_and_isolated(fx: Fixture) {
+    let alice = user(&fx.store, "alice").await;
+    let bob = user(&fx.store, "bob").await;
+    for k in ["c", "a", "b"] {
+        put(&fx.store, &alice, &GLOBAL, k, json!(k)).await;
+    }
+    put(&fx.store, &alice, &client("appA"), "a", json!("app")).await;
+    put(&fx.store, &bob, &GLOBAL, "a", json!("bob")).await;
+
+    let global = fx.store.namespace(alice.id, &GLOBAL).await.unwrap();
+    assert_eq!(keys(&global), ["c", "a", "b"]);
+    assert!(global.windows(2).all(|w| w[0].id < w[1].id));
+    assert!(global.iter().all(|p| p.user_id == alice.id && p.namespace == GLOBAL));
+    let app = fx.store.namespace(alice.id, &client("appA")).await.unwrap();
+    assert_eq!(app.iter().map(|p| p.value.as_json()).collect::<Vec<_>>(), [&json!("app")]);
+    assert_eq!(fx.store.namespace(bob.id, &GLOBAL).await.unwrap()[0].value.as_json(), &json!("bob"));
+    assert!(fx.store.namespace(bob.id, &client("appA")).await.unwrap().is_empty());
+    assert!(fx.store.namespace(alice.id, &client("appB")).await.unwrap().is_empty());
+
+    // `edit` is shown the same namespace, in the same order.
+    let seen = Mutex::new(Vec::new());
+    fx.store
+        .modify(alice.id, &GLOBAL, &|current| {
+            *seen.lock().unwrap() = current.to_vec();
+            Ok(vec![])
+        })
+        .await
+        .unwrap();
+    assert_eq!(*seen.lock().unwrap(), global);
+}
+
+async fn preference_lookups_respect_user_and_namespace(fx: Fixture) {
+    let alice = user(&fx.store, "alice").await;
+    let bob = user(&fx.store, "bob").await;
+    let a = put(&fx.store, &alice, &GLOBAL, "a", json!(1)).await;
+    put(&fx.store, &alice, &client("appA"), "other", json!(2)).await;
+
+    assert_eq!(fx.store.preference(alice.id, &GLOBAL, &key("a")).await.unwrap(), Some(a.clone()));
+    assert_eq!(fx.store.preference(alice.id, &client("appA"), &key("a")).await.unwrap(), None);
+    assert_eq!(fx.store.preference(bob.id, &GLOBAL, &key("a")).await.unwrap(), None);
+    assert_eq!(fx.store.preference(alice.id, &GLOBAL, &key("missing")).await.unwrap(), None);
+
+    assert_eq!(fx.store.preference_by_id(alice.id, &GLOBAL, a.id).await.unwrap(), Some(a.clone()));
+    assert_eq!(fx.store.preference_by_id(bob.id, &GLOBAL, a.id).await.unwrap(), None);
+    assert_eq!(fx.store.preference_by_id(alice.id, &client("appA"), a.id).await.unwrap(), None);
+    assert_eq!(
+        fx.store.preference_by_id(alice.id, &GLOBAL, PreferenceId(a.id.0 + 1000)).await.unwrap(),
+        None
+    );
+}
+
+// ----- modify -----
+
+async fn put_of_a_new_key_starts_at_version_1(fx: Fixture) {
+    let alice = user(&fx.store, "alice").await;
+    let before = Utc::now();
+    let after = apply(
+        &fx.store,
+        &alice,
+        &client("appA"),
+        vec![Change::Put { key: key("theme"), value: value(json!("dark")) }],
+    )
+    .await
+    .unwrap();
+    assert_eq!(after.len(), 1);
+    let p = &after[0];
+    assert_eq!((p.user_id, &p.namespace, p.key.as_str()), (alice.id, &client("appA"), "theme"));
+    assert_eq!(p.value.as_json(), &json!("dark"));
+    assert_eq!(p.version, 1);
+    assert_eq!(p.created_at, p.updated_at);
+    let skew = chrono::Duration::seconds(60);
+    assert!(p.created_at > before - skew && p.created_at < Utc::now() + skew, "{p:?}");
+    assert_eq!(
+        fx.store.preference(alice.id, &client("appA"), &key("theme")).await.unwrap().as_ref(),
+        Some(p)
+    );
+}
+
+async fn put_of_an_existing_key_keeps_id_and_created_at(fx: Fixture) {
+    let alice = user(&fx.store, "alice").await;
+    let first = put(&fx.store, &alice, &GLOBAL, "theme", json!("dark")).await;
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let second = put(&fx.store, &alice, &GLOBAL, "theme", json!({"mode": "light"})).await;
+    assert_eq!(second.id, first.id);
+    assert_eq!(second.created_at, first.created_at);
+    assert!(second.updated_at > first.updated_at, "{first:?} {second:?}");
+    assert_eq!(second.version, 2);
+    assert_eq!(second.value.as_json(), &json!({"mode": "light"}));
+    let third = put(&fx.store, &alice, &GLOBAL, "theme", json!({"mode": "light"})).await;
+    assert_eq!(third.version, 3);
+}
+
+async fn delete_removes_one_key_and_ignores_missing_ones(fx: Fixture) {
+    let alice = user(&fx.store, "alice").await;
+    put(&fx.store, &alice, &GLOBAL, "a", json!(1)).await;
+    let b = put(&fx.store, &alice, &GLOBAL, "b", json!(2)).await;
+    put(&fx.store, &alice, &client("appA"), "a", json!(3)).await;
+    let after = apply(&fx.store, &alice, &GLOBAL, vec![Change::Delete { key: key("a") }]).await.unwrap();
+    assert_eq!(after, vec![b.clone()]);
+    let after =
+        apply(&fx.store, &alice, &GLOBAL, vec![Change::Delete { key: key("missing") }]).await.unwrap();
+    assert_eq!(after, vec![b]);
+    assert_eq!(keys(&fx.store.namespace(alice.id, &client("appA")).await.unwrap()), ["a"]);
+}
+
+async fn rename_keeps_id_and_value(fx: Fixture) {
+    let alice = user(&fx.store, "alice").await;
+    let a = put(&fx.store, &alice, &GLOBAL, "a", json!({"x": [1, 2]})).await;
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let after = apply(&fx.store, &alice, &GLOBAL, vec![Change::Rename { from: key("a"), to: key("z") }])
+        .await
+        .unwrap();
+    assert_eq!(after.len(), 1);
+    let z = &after[0];
+    assert_eq!((z.id, z.key.as_str(), &z.value, z.created_at), (a.id, "z", &a.value, a.created_at));
+    assert_eq!(z.version, 2);
+    assert!(z.updated_at > a.updated_at);
+    assert_eq!(fx.store.preference(alice.id, &GLOBAL, &key("a")).await.unwrap(), None);
+
+    // Rename then Put, as a record update does: one id throughout.
+    let changes = vec![
+        Change::Rename { from: key("z"), to: key("y") },
+        Change::Put { key: key("y"), value: value(json!(7)) },
+    ];
+    let after = apply(&fx.store, &alice, &GLOBAL, changes).await.unwrap();
+    assert_eq!(
+        (after[0].id, after[0].key.as_str(), after[0].value.as_json(), after[0].version),
+        (a.id, "y", &json!(7), 4)
+    );
+}
+
+async fn a_failing_edit_writes_nothing_and_its_error_comes_back(fx: Fixture) {
+    let alice = user(&fx.store, "alice").await;
+    let a = put(&fx.store, &alice, &GLOBAL, "a", json!(1)).await;
+    let failed = fx.store.modify(alice.id, &GLOBAL, &|_| Err(Error::TooManyKeys { limit: 7 })).await;
+    assert!(matches!(failed, Err(Error::TooManyKeys { limit: 7 })), "{failed:?}");
+    let failed = fx.store.modify(alice.id, &GLOBAL, &|_| Err(Error::PreferenceNotFound)).await;
+    assert!(matches!(failed, Err(Error::PreferenceNotFound)), "{failed:?}");
+    assert_eq!(fx.store.namespace(alice.id, &GLOBAL).await.unwrap(), vec![a]);
+}
+
+async fn a_failing_change_rolls_back_the_whole_modify(fx: Fixture) {
+    let alice = user(&fx.store, "alice").await;
+    let a = put(&fx.store, &alice, &GLOBAL, "a", json!(1)).await;
+    let b = put(&fx.store, &alice, &GLOBAL, "b", json!(2)).await;
+    // The rename target is taken: the whole write fails, the earlier changes included.
+    let changes = vec![
+        Change::Put { key: key("c"), value: value(json!(3)) },
+        Change::Put { key: key("a"), value: value(json!(10)) },
+        Change::Rename { from: key("a"), to: key("b") },
+    ];
+    let failed = apply(&fx.store, &alice, &GLOBAL, changes).await;
+    assert!(matches!(failed, Err(Error::Internal(_))), "{failed:?}");
+    let failed =
+        apply(&fx.store, &alice, &GLOBAL, vec![Change::Rename { from: key("nope"), to: key("d") }]).await;
+    assert!(matches!(failed, Err(Error::Internal(_))), "{failed:?}");
+    assert_eq!(fx.store.namespace(alice.id, &GLOBAL).await.unwrap(), vec![a, b]);
+}
+
+async fn modify_of_an_unknown_user_is_user_not_found(fx: Fixture) {
+    let alice = user(&fx.store, "alice").await;
+    let ghost = UserId(alice.id.0 + 1000);
+    let put_a = |_: &[Preference]| Ok(vec![Change::Put { key: key("a"), value: value(json!(1)) }]);
+    assert!(matches!(fx.store.modify(ghost, &GLOBAL, &put_a).await, Err(Error::UserNotFound)));
+    assert!(fx.store.remove_user(alice.id).await.unwrap());
+    assert!(matches!(fx.store.modify(alice.id, &GLOBAL, &put_a).await, Err(Error::UserNotFound)));
+    assert!(fx.store.namespace(ghost, &GLOBAL).await.unwrap().is_empty());
+}
+
+async fn json_values_round_trip_exactly(fx: Fixture) {
+    let alice = user(&fx.store, "alice").await;
+    let values = [
+        json!({"nested": {"list": [1, "two", {"three": [null, true, false]}], "empty": {}}}),
+        json!({"a": null}),
+        json!("Zoë, 名前, 🎉, \u{2028}, \u{ffff}"),
+        json!("a\u{0000}b"),
+        json!("\"quoted\" \\ back\nslash\t/ <script>"),
+        json!(""),
+        json!(9_007_199_254_740_993_u64),
+        json!(-9_007_199_254_740_993_i64),
+        json!(u64::MAX),
+        json!(i64::MIN),
+        json!(0),
+        json!(1.5),
+        json!(0.1),
+        json!(-0.0),
+        json!(0.300_000_000_000_000_04),
+        json!(1e300),
+        json!(f64::MAX),
+        json!(f64::MIN_POSITIVE),
+        json!(5e-324),
+        // Printed and parsed to a neighbouring float by serde_json without `float_roundtrip`.
+        json!(1.071_566_039_146_582_6e-75),
+        json!(-1.819_967_304_027_17e-179),
+        json!(true),
+        json!([]),
+        json!([[[[]]]]),
+    ];
+    let changes = values
+        .iter()
+        .enumerate()
+        .map(|(i, v)| Change::Put { key: key(&format!("v{i}")), value: value(v.clone()) })
+        .collect();
+    let written = apply(&fx.store, &alice, &GLOBAL, changes).await.unwrap();
+    let read = fx.store.namespace(alice.id, &GLOBAL).await.unwrap();
+    assert_eq!(read, written);
+    for (i, v) in values.iter().enumerate() {
+        let stored = fx.store.preference(alice.id, &GLOBAL, &key(&format!("v{i}"))).await.unwrap().unwrap();
+        assert_eq!(stored.value.as_json(), v, "v{i}");
+        assert_eq!(stored.value.as_json().to_string(), v.to_string(), "v{i}");
+    }
+}
+
+// ----- operations -----
+
+async fn migrations_run_twice_are_a_no_op(fx: Fixture) {
+    let alice = user(&fx.store, "alice").await;
+    let a = put(&fx.store, &alice, &GLOBAL, "a", json!(1)).await;
+    fx.store.migrate().await.unwrap();
+    let other = DieselStore::connect(&StoreConfig::new(&fx.scratch.url)).await.unwrap();
+    assert_eq!(other.backend(), fx.scratch.backend());
+    other.migrate().await.unwrap();
+    assert_eq!(other.namespace(alice.id, &GLOBAL).await.unwrap(), vec![a]);
+}
+
+async fn ping_answers(fx: Fixture) {
+    fx.store.ping().await.unwrap();
+    assert_eq!(fx.store.backend(), fx.scratch.backend());
+}
+
+async fn waiting_for_a_connection_is_bounded(fx: Fixture) {
+    let alice = user(&fx.store, "alice").await;
+    let single = fx.impatient_store(1).await;
+    let lock = HeldLock::take(&single, alice.id).await;
+    let started = Instant::now();
+    let waited = single.ping().await;
+    assert!(matches!(waited, Err(Error::Unavailable(_))), "{waited:?}");
+    assert!(started.elapsed() < SHORT_WAIT + Duration::from_secs(2), "{:?}", started.elapsed());
+    lock.release().await;
+    single.ping().await.unwrap();
+}
+
+async fn waiting_for_another_writer_is_bounded_and_reads_go_on(fx: Fixture) {
+    let alice = user(&fx.store, "alice").await;
+    let a = put(&fx.store, &alice, &GLOBAL, "a", json!(1)).await;
+    let impatient = fx.impatient_store(4).await;
+    let lock = HeldLock::take(&fx.store, alice.id).await;
+    let started = Instant::now();
+    let blocked =
+        apply(&impatient, &alice, &GLOBAL, vec![Change::Put { key: key("b"), value: value(json!(2)) }]).await;
+    assert!(matches!(blocked, Err(Error::Unavailable(_))), "{blocked:?}");
+    // It queued for the lock (no instant failure), and not for longer than the wait.
+    let waited = started.elapsed();
+    assert!(waited >= SHORT_WAIT / 2 && waited < SHORT_WAIT + Duration::from_secs(2), "{waited:?}");
+    assert_eq!(impatient.namespace(alice.id, &GLOBAL).await.unwrap(), vec![a.clone()]);
+    lock.release().await;
+    apply(&impatient, &alice, &GLOBAL, vec![Change::Put { key: key("b"), value: value(json!(2)) }])
+        .await
+        .unwrap();
+}
+
+/// A request future dropped halfway (a client went away) must neither panic nor leave a
+/// connection with an open transaction in the pool. Runs on a current-thread runtime, like an
+/// actix worker.
+async fn a_cancelled_modify_leaves_the_store_usable(fx: Fixture) {
+    let alice = user(&fx.store, "alice").await;
+    let lock = HeldLock::take(&fx.store, alice.id).await;
+    for _ in 0..3 {
+        let cancelled = tokio::time::timeout(
+            Duration::from_millis(100),
+            apply(
+                &fx.store,
+                &alice,
+                &GLOBAL,
+                vec![Change::Put { key: key("cancelled"), value: value(json!(1)) }],
+            ),
+        )
+        .await;
+        assert!(cancelled.is_err(), "{cancelled:?}");
+    }
+    lock.release().await;
+    let after =
+        apply(&fx.store, &alice, &GLOBAL, vec![Change::Put { key: key("kept"), value: value(json!(2)) }])
+            .await
+            .unwrap();
+    assert_eq!(keys(&after), ["kept"]);
+    for _ in 0..StoreConfig::DEFAULT_POOL_SIZE * 2 {
+        fx.store.ping().await.unwrap();
+        assert_eq!(keys(&fx.store.namespace(alice.id, &GLOBAL).await.unwrap()), ["kept"]);
+    }
+}
+
+async fn concurrent_puts_of_distinct_keys_all_land(fx: Fixture) {
+    let alice = user(&fx.store, "alice").await;
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..20 {
+        let store = fx.store.clone();
+        tasks.spawn(async move {
+            let (k, v) = (key(&format!("k{i:02}")), value(json!(i)));
+            store
+                .modify(alice.id, &GLOBAL, &|_| Ok(vec![Change::Put { key: k.clone(), value: v.clone() }]))
+                .await
+        });
+    }
+    while let Some(done) = tasks.join_next().await {
+        done.unwrap().unwrap();
+    }
+    let mut stored: Vec<_> = fx.store.namespace(alice.id, &GLOBAL).await.unwrap();
+    stored.sort_by(|a, b| a.key.cmp(&b.key));
+    assert_eq!(stored.len(), 20);
+    for (i, p) in stored.iter().enumerate() {
+        assert_eq!(
+            (p.key.as_str(), p.value.as_json(), p.version),
+            (format!("k{i:02}").as_str(), &json!(i), 1)
+        );
+    }
+}
+
+async fn concurrent_merges_into_one_value_lose_nothing(fx: Fixture) {
+    let alice = user(&fx.store, "alice").await;
+    let store = Arc::new(fx.store.clone());
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..20 {
+        let store = Arc::clone(&store);
+        tasks.spawn(async move {
+            // A read-modify-write of one object value, as a merge patch of `{"s": {"m<i>": i}}`.
+            let merge = |current: &[Preference]| {
+                let mut members = current
+                    .iter()
+                    .find(|p| p.key.as_str() == "s")
+                    .map_or_else(serde_json::Map::new, |p| p.value.as_json().as_object().unwrap().clone());
+                members.insert(format!("m{i}"), json!(i));
+                Ok(vec![Change::Put { key: key("s"), value: value(Value::Object(members)) }])
+            };
+            store.modify(alice.id, &GLOBAL, &merge).await
+        });
+    }
+    while let Some(done) = tasks.join_next().await {
+        done.unwrap().unwrap();
+    }
+    let s = fx.store.preference(alice.id, &GLOBAL, &key("s")).await.unwrap().unwrap();
+    let members = s.value.as_json().as_object().unwrap();
+    assert_eq!(members.len(), 20, "{members:?}");
+    assert!((0..20).all(|i| members[&format!("m{i}")] == json!(i)));
+    assert_eq!(s.version, 20);
+}
