@@ -3,7 +3,7 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 CARGO ?= cargo
 
-.PHONY: help run build release test test-rust lint fmt pg-start pg-stop doc
+.PHONY: help run build release test test-rust test-e2e lint fmt pg-start pg-stop doc
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -17,11 +17,16 @@ build: ## Debug build of the workspace
 release: ## Release build of the binary
 	$(CARGO) build --release --bin prefs
 
-test: lint ## The whole suite: lint, then all tests on SQLite and a throwaway PostgreSQL
+test: lint ## The whole suite: lint, cargo tests and the end-to-end check, on SQLite and a throwaway PostgreSQL
 	$(MAKE) test-rust
+	$(MAKE) test-e2e
 
 test-rust: ## cargo test on both backends (starts the throwaway PostgreSQL)
 	PREFS_TEST_POSTGRES_URL="$$(tests/postgres.sh start | tail -n 1)" $(CARGO) test --workspace --all-features
+
+test-e2e: release ## The release binary, black-box, from Python (requests + PyJWT)
+	python3 -m pip install --quiet --disable-pip-version-check -r tests/e2e/requirements.txt
+	python3 tests/e2e/smoke.py target/release/prefs "$$(tests/postgres.sh start | tail -n 1)"
 
 lint: ## rustfmt, clippy and rustdoc, warnings are errors
 	$(CARGO) fmt --all --check

@@ -1,0 +1,250 @@
+#!/usr/bin/env python3
+"""Black-box check of the `prefs` binary: a client that mints its own HS256 tokens talks to
+`prefs serve` over HTTP, on a SQLite file and on PostgreSQL, through all three dialects and the
+CLI. Talks to 127.0.0.1 only; every request has a timeout.
+
+usage: smoke.py PATH_TO_PREFS [POSTGRES_ADMIN_URL]
+Ends with one line `N passed, N failed`; exits 1 if anything failed.
+"""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+
+import jwt
+import requests
+
+SECRET = "e2e-secret-that-is-long-enough-for-hs256!"
+TIMEOUT = 10
+results = {"passed": 0, "failed": 0}
+
+
+def check(name, condition, detail=""):
+    if condition:
+        results["passed"] += 1
+    else:
+        results["failed"] += 1
+        print(f"FAIL {name} {detail}", flush=True)
+
+
+def token(user, roles=(), scopes=(), client=None, **extra):
+    claims = {"sub": f"sub-{user}", "preferred_username": user, "roles": list(roles),
+              "exp": int(time.time()) + 600, **extra}
+    if scopes:
+        claims["scope"] = " ".join(scopes)
+    if client:
+        claims["client_id"] = client
+    return jwt.encode(claims, SECRET, algorithm="HS256")
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    def __init__(self, binary, database_url, extra_args=(), env=None):
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        full_env = {**os.environ, "PREFS_JWT_SECRET": SECRET, "RUST_LOG": "warn", **(env or {})}
+        self.process = subprocess.Popen(
+            [binary, "serve", "--bind", f"127.0.0.1:{self.port}", "--database-url", database_url, *extra_args],
+            env=full_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline = time.time() + 30
+        while time.time() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"prefs exited: {self.process.stderr.read()}")
+            try:
+                if requests.get(self.base + "/readyz", timeout=1).status_code == 200:
+                    return
+            except requests.ConnectionError:
+                time.sleep(0.05)
+        raise RuntimeError("prefs did not become ready")
+
+    def call(self, method, path, tok=None, body=None, content_type="application/json", raw=None):
+        headers = {}
+        if tok:
+            headers["Authorization"] = f"Bearer {tok}"
+        data = raw
+        if body is not None:
+            data = json.dumps(body)
+        if data is not None:
+            headers["Content-Type"] = content_type
+        return requests.request(method, self.base + path, headers=headers, data=data, timeout=TIMEOUT)
+
+    def stop(self):
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            return self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            return None
+
+
+def edx(s, label):
+    alice, bob = token("alice"), token("bob")
+    stella, ada = token("stella", ["staff"]), token("ada", ["admin"])
+    base = "/api/user/v1/preferences"
+    for t in (bob, stella, ada):
+        s.call("GET", f"{base}/x", t)
+    r = s.call("PATCH", f"{base}/alice", alice, {"pref-lang": "fr", "time_zone": "Europe/Paris", "n": 5},
+               "application/merge-patch+json")
+    check(f"{label} edx PATCH 204", r.status_code == 204 and r.text == "", r.text)
+    r = s.call("GET", f"{base}/alice", alice)
+    check(f"{label} edx GET map", r.json() == {"pref-lang": "fr", "time_zone": "Europe/Paris", "n": "5"}, r.text)
+    r = s.call("GET", f"{base}/alice/", alice)
+    check(f"{label} edx GET trailing slash", r.status_code == 200 and r.json()["n"] == "5", r.text)
+    r = s.call("PUT", f"{base}/alice/pref-lang", alice, "en")
+    check(f"{label} edx PUT 204", r.status_code == 204)
+    r = s.call("GET", f"{base}/alice/pref-lang", alice)
+    check(f"{label} edx GET key", r.status_code == 200 and r.json() == "en", r.text)
+    r = s.call("DELETE", f"{base}/alice/n", alice)
+    check(f"{label} edx DELETE 204", r.status_code == 204)
+    check(f"{label} edx DELETE missing 404", s.call("DELETE", f"{base}/alice/n", alice).status_code == 404)
+    hidden, unknown = s.call("GET", f"{base}/alice", bob), s.call("GET", f"{base}/ghost", bob)
+    check(f"{label} edx hidden user 404", hidden.status_code == 404 and hidden.text == unknown.text,
+          hidden.text + unknown.text)
+    check(f"{label} edx staff reads", s.call("GET", f"{base}/alice", stella).status_code == 200)
+    r = s.call("PUT", f"{base}/alice/pref-lang", stella, "de")
+    check(f"{label} edx staff write 403", r.status_code == 403 and "developer_message" in r.json(), r.text)
+    check(f"{label} edx admin write", s.call("PUT", f"{base}/alice/pref-lang", ada, "de").status_code == 204)
+    r = s.call("PATCH", f"{base}/alice", alice, {"a": "b"}, "application/json")
+    check(f"{label} edx 415", r.status_code == 415, r.text)
+    r = s.call("PATCH", f"{base}/alice", alice, {"flag": True, "time_zone": "Mars/Base"},
+               "application/merge-patch+json")
+    check(f"{label} edx field_errors", r.status_code == 400 and set(r.json()["field_errors"]) == {"flag", "time_zone"},
+          r.text)
+    r = s.call("GET", f"{base}/alice")
+    check(f"{label} edx 401", r.status_code == 401 and r.headers.get("WWW-Authenticate") == "Bearer", r.text)
+    expired = token("alice", exp=int(time.time()) - 120)
+    check(f"{label} edx expired 401", s.call("GET", f"{base}/alice", expired).status_code == 401)
+    check(f"{label} edx state", s.call("GET", f"{base}/alice", alice).json() ==
+          {"pref-lang": "de", "time_zone": "Europe/Paris"})
+
+
+def records(s, label):
+    alice = token("alice")
+    base = "/api/v2/user/me/preference/"
+    r = s.call("POST", base, alice, {"key": "layout", "value": {"cols": 2, "dense": None}})
+    check(f"{label} records POST 201", r.status_code == 201 and r.headers.get("Location", "").endswith(
+        f"/preference/{r.json()['id']}/"), r.text)
+    record = r.json()
+    check(f"{label} records shape", set(record) == {"id", "user_id", "key", "value", "created_at", "last_updated_at"},
+          r.text)
+    r = s.call("GET", base + "?limit=1", alice)
+    page = r.json()
+    check(f"{label} records page", page["count"] == 3 and len(page["results"]) == 1 and page["next"].startswith(
+        "http://127.0.0.1:") and page["previous"] is None, r.text)
+    r = s.call("PATCH", f"{base}{record['id']}/", alice, {"value": [1, 2]})
+    check(f"{label} records PATCH", r.status_code == 200 and r.json()["value"] == [1, 2], r.text)
+    r = s.call("POST", base, alice, {"key": "x", "value": None})
+    check(f"{label} records null 400", r.status_code == 400 and r.json()["errors"][0]["field"] == "value", r.text)
+    r = s.call("GET", f"/api/v2/user/{record['user_id']}/preference/{record['id']}/", token("bob"))
+    check(f"{label} records other user 404", r.status_code == 404, r.text)
+    edx_view = s.call("GET", "/api/user/v1/preferences/alice/layout", alice)
+    check(f"{label} records visible in edx", edx_view.json() == "[1,2]", edx_view.text)
+    check(f"{label} records DELETE", s.call("DELETE", f"{base}{record['id']}/", alice).status_code == 204)
+
+
+def namespaces(s, label):
+    rw = token("alice", scopes=["user:preferences:read", "user:preferences:write"], client="appA")
+    check(f"{label} ns empty", s.call("GET", "/preferences/appA", rw).json() == {})
+    check(f"{label} ns PUT", s.call("PUT", "/preferences/appA", rw, {"a": {"b": 1, "c": 2}}).status_code == 204)
+    r = s.call("PATCH", "/preferences/appA", rw, {"a": {"c": None}, "d": True}, "application/merge-patch+json")
+    check(f"{label} ns PATCH", r.status_code == 200 and r.json() == {"a": {"b": 1}, "d": True}, r.text)
+    r = s.call("GET", "/preferences/appB", rw)
+    check(f"{label} ns other client 403", r.status_code == 403 and
+          r.headers["Content-Type"] == "application/vnd.api+json" and
+          r.json()["errors"][0]["id"] == r.headers["Request-Id"], r.text)
+    r = s.call("GET", "/preferences/global", rw)
+    check(f"{label} ns global 404", r.status_code == 404, r.text)
+    check(f"{label} ns not in edx", "a" not in s.call("GET", "/api/user/v1/preferences/alice", token("alice")).json())
+
+
+def cli(binary, database_url, label):
+    out = subprocess.run([binary, "migrate", "--database-url", database_url], capture_output=True, text=True,
+                         timeout=60)
+    check(f"{label} cli migrate", out.returncode == 0, out.stderr)
+    out = subprocess.run([binary, "token", "--sub", "sub-carol", "--username", "carol", "--role", "staff",
+                          "--ttl", "5m"], env={**os.environ, "PREFS_JWT_SECRET": SECRET},
+                         capture_output=True, text=True, timeout=60)
+    claims = jwt.decode(out.stdout.strip(), SECRET, algorithms=["HS256"])
+    check(f"{label} cli token", claims["sub"] == "sub-carol" and claims["roles"] == ["staff"] and
+          0 < claims["exp"] - time.time() <= 300, out.stdout)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFS_JWT")}
+    out = subprocess.run([binary, "serve", "--bind", "127.0.0.1:0", "--database-url", database_url],
+                         env=env, capture_output=True, text=True, timeout=60)
+    check(f"{label} cli refuses to start without a key", out.returncode != 0 and "PREFS_JWT_SECRET" in out.stderr,
+          out.stderr)
+
+
+def run_backend(binary, database_url, label):
+    cli(binary, database_url, label)
+    server = Server(binary, database_url)
+    try:
+        edx(server, label)
+        records(server, label)
+        namespaces(server, label)
+        r = requests.get(server.base + "/healthz", timeout=TIMEOUT)
+        check(f"{label} healthz", r.status_code == 200 and len(r.headers.get("Request-Id", "")) == 20)
+    finally:
+        check(f"{label} SIGTERM exits 0", server.stop() == 0)
+
+
+def dev_mode(binary, label):
+    with tempfile.TemporaryDirectory() as directory:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PREFS_JWT")}
+        port = free_port()
+        process = subprocess.Popen([binary, "--dev", "--bind", f"127.0.0.1:{port}", "--database-url",
+                                    f"sqlite://{directory}/dev.db"], env=env, stdout=subprocess.PIPE,
+                                   stderr=subprocess.DEVNULL, text=True)
+        try:
+            tokens = {}
+            deadline = time.time() + 30
+            while len(tokens) < 3 and time.time() < deadline:
+                line = process.stdout.readline()
+                if "export TOKEN_" in line:
+                    name, value = line.split("export ")[1].strip().split("=", 1)
+                    tokens[name] = value
+            check(f"{label} --dev prints three tokens", len(tokens) == 3, str(tokens))
+            base = f"http://127.0.0.1:{port}"
+            r = requests.get(f"{base}/api/user/v1/preferences/demo",
+                             headers={"Authorization": f"Bearer {tokens.get('TOKEN_DEMO')}"}, timeout=TIMEOUT)
+            check(f"{label} --dev demo token works", r.status_code == 200, r.text)
+            r = requests.get(f"{base}/preferences/demo-app",
+                             headers={"Authorization": f"Bearer {tokens.get('TOKEN_DEMO')}"}, timeout=TIMEOUT)
+            check(f"{label} --dev demo token reaches its client namespace", r.status_code == 200, r.text)
+        finally:
+            process.send_signal(signal.SIGTERM)
+            process.wait(timeout=30)
+
+
+def main():
+    binary = os.path.abspath(sys.argv[1])
+    postgres_admin = sys.argv[2] if len(sys.argv) > 2 else None
+    with tempfile.TemporaryDirectory() as directory:
+        run_backend(binary, f"sqlite://{directory}/prefs.db", "sqlite")
+    dev_mode(binary, "dev")
+    if postgres_admin:
+        name = "prefs_e2e_" + uuid.uuid4().hex[:12]
+        subprocess.run(["psql", postgres_admin, "-qc", f"CREATE DATABASE {name}"], check=True, timeout=60)
+        try:
+            run_backend(binary, postgres_admin.rsplit("/", 1)[0] + f"/{name}", "postgres")
+        finally:
+            subprocess.run(["psql", postgres_admin, "-qc", f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"],
+                           timeout=60)
+    else:
+        check("postgres admin URL given", False, "pass the URL tests/postgres.sh prints")
+    print(f"{results['passed']} passed, {results['failed']} failed")
+    sys.exit(1 if results["failed"] else 0)
+
+
+if __name__ == "__main__":
+    main()
