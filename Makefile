@@ -6,7 +6,7 @@ CARGO ?= cargo
 .PHONY: help run build release test test-rust test-e2e lint fmt pg-start pg-stop doc
 
 help: ## List the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
 
 run: ## Build and start `prefs serve --dev` on sqlite://prefs.db (prints demo tokens)
 	$(CARGO) run --release --bin prefs -- serve --dev
