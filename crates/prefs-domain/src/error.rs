@@ -60,6 +60,9 @@ pub enum Error {
         /// The configured maximum.
         limit: usize,
     },
+    /// A precondition (`If-Match`, `If-None-Match`) does not hold; nothing was written.
+    #[error("precondition failed")]
+    PreconditionFailed,
     /// The token's username already belongs to another subject.
     #[error("username {0} belongs to another user")]
     UsernameTaken(String),

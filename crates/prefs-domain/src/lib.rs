@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 
 pub mod access;
+pub mod conditions;
 pub mod edx;
 mod error;
 mod limits;
@@ -10,6 +11,7 @@ mod ports;
 mod service;
 
 pub use access::{Action, Decision, Principal};
+pub use conditions::{Condition, ETag, Preconditions, ReadOutcome};
 pub use error::{Error, FieldError, Result};
 pub use limits::Limits;
 pub use model::{

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use serde_json::{Map, Value};
 
 use crate::access::{self, Action, Decision, Principal};
+use crate::conditions::{ETag, Preconditions};
 use crate::error::{Error, FieldError, Result};
 use crate::limits::Limits;
 use crate::merge_patch::{self, parse_key};
@@ -149,19 +150,22 @@ impl PreferenceService {
     }
 
     /// Applies an RFC 7396 merge patch to the namespace, all or nothing, and returns the namespace
-    /// afterwards.
+    /// afterwards. `conditions` are checked against the namespace's tag
+    /// ([`ETag::of_namespace`]) in the same transaction.
     ///
     /// # Errors
     /// As [`PreferenceService::namespace`] for writing; [`Error::Invalid`] and
-    /// [`Error::TooManyKeys`] as [`merge_patch::merge_patch`].
+    /// [`Error::TooManyKeys`] as [`merge_patch::merge_patch`]; [`Error::PreconditionFailed`].
     pub async fn merge_patch(
         &self,
         actor: &Actor,
         target: &UserRef,
         namespace: &Namespace,
         patch: &Map<String, Value>,
+        conditions: &Preconditions,
     ) -> Result<Vec<Preference>> {
         self.write(actor, target, namespace, &|current| {
+            conditions.check_write(Some(&ETag::of_namespace(current)))?;
             merge_patch::merge_patch(current, patch, &self.limits)
         })
         .await
@@ -177,14 +181,17 @@ impl PreferenceService {
         target: &UserRef,
         namespace: &Namespace,
         members: &Map<String, Value>,
+        conditions: &Preconditions,
     ) -> Result<Vec<Preference>> {
         self.write(actor, target, namespace, &|current| {
+            conditions.check_write(Some(&ETag::of_namespace(current)))?;
             merge_patch::replace_all(current, members, &self.limits)
         })
         .await
     }
 
-    /// Sets one key to `value` and returns the stored preference.
+    /// Sets one key to `value` and returns the stored preference. `conditions` are checked against
+    /// the preference's tag ([`ETag::of_preference`]; none when the key is not set).
     ///
     /// # Errors
     /// As [`PreferenceService::merge_patch`]; the field of an [`Error::Invalid`] is the key.
@@ -195,33 +202,41 @@ impl PreferenceService {
         namespace: &Namespace,
         key: &str,
         value: Value,
+        conditions: &Preconditions,
     ) -> Result<Preference> {
         let key = parse_key(key)?;
         let value = PreferenceValue::new(value, key.as_str(), &self.limits)?;
-        let change = Change::Put { key: key.clone(), value };
-        let after = self.write_changes(actor, target, namespace, &change).await?;
+        let after = self
+            .write(actor, target, namespace, &|current| {
+                conditions.check_write(tag_of(current, |p| p.key == key).as_ref())?;
+                let changes = vec![Change::Put { key: key.clone(), value: value.clone() }];
+                merge_patch::check_key_count(current, &changes, &self.limits)?;
+                Ok(changes)
+            })
+            .await?;
         find(after, |p| p.key == key)
     }
 
     /// Deletes one key.
     ///
     /// # Errors
-    /// As [`PreferenceService::namespace`] for writing; [`Error::PreferenceNotFound`] when the key
-    /// is invalid or not set (nothing is written then).
+    /// As [`PreferenceService::namespace`] for writing; [`Error::PreconditionFailed`] as
+    /// [`PreferenceService::put`], checked first; [`Error::PreferenceNotFound`] when the key is
+    /// invalid or not set (nothing is written then).
     pub async fn delete(
         &self,
         actor: &Actor,
         target: &UserRef,
         namespace: &Namespace,
         key: &str,
+        conditions: &Preconditions,
     ) -> Result<()> {
         let key = parse_key(key).ok();
         self.write(actor, target, namespace, &|current| {
-            let key = key.clone().ok_or(Error::PreferenceNotFound)?;
-            if !current.iter().any(|p| p.key == key) {
-                return Err(Error::PreferenceNotFound);
-            }
-            Ok(vec![Change::Delete { key }])
+            let found = current.iter().find(|p| Some(&p.key) == key.as_ref());
+            conditions.check_write(found.map(ETag::of_preference).as_ref())?;
+            let found = found.ok_or(Error::PreferenceNotFound)?;
+            Ok(vec![Change::Delete { key: found.key.clone() }])
         })
         .await
         .map(drop)
@@ -268,8 +283,9 @@ impl PreferenceService {
     /// value; either may be absent.
     ///
     /// # Errors
-    /// As [`PreferenceService::create_record`], and [`Error::PreferenceNotFound`] when the id is
-    /// not one of the target's records.
+    /// As [`PreferenceService::create_record`]; [`Error::PreferenceNotFound`] when the id is not
+    /// one of the target's records, then [`Error::PreconditionFailed`] when `conditions` do not
+    /// hold for the record's tag.
     pub async fn update_record(
         &self,
         actor: &Actor,
@@ -277,6 +293,7 @@ impl PreferenceService {
         id: PreferenceId,
         key: Option<&str>,
         value: Option<Value>,
+        conditions: &Preconditions,
     ) -> Result<Preference> {
         let key = key.map(|k| parse_key(k).map_err(|e| field("key", e))).transpose()?;
         let value = value.map(|v| PreferenceValue::new(v, "value", &self.limits)).transpose()?;
@@ -285,6 +302,7 @@ impl PreferenceService {
             .store
             .modify(user.id, &Namespace::Global, &|current| {
                 let record = current.iter().find(|p| p.id == id).ok_or(Error::PreferenceNotFound)?;
+                conditions.check_write(Some(&ETag::of_preference(record)))?;
                 let mut changes = Vec::new();
                 let mut name = record.key.clone();
                 if let Some(to) = key.as_ref().filter(|to| **to != record.key) {
@@ -306,11 +324,18 @@ impl PreferenceService {
     ///
     /// # Errors
     /// As [`PreferenceService::update_record`].
-    pub async fn delete_record(&self, actor: &Actor, target: &UserRef, id: PreferenceId) -> Result<()> {
+    pub async fn delete_record(
+        &self,
+        actor: &Actor,
+        target: &UserRef,
+        id: PreferenceId,
+        conditions: &Preconditions,
+    ) -> Result<()> {
         let user = self.record_owner(actor, target, id).await?;
         self.store
             .modify(user.id, &Namespace::Global, &|current| {
                 let record = current.iter().find(|p| p.id == id).ok_or(Error::PreferenceNotFound)?;
+                conditions.check_write(Some(&ETag::of_preference(record)))?;
                 Ok(vec![Change::Delete { key: record.key.clone() }])
             })
             .await
@@ -333,21 +358,6 @@ impl PreferenceService {
         }
     }
 
-    async fn write_changes(
-        &self,
-        actor: &Actor,
-        target: &UserRef,
-        namespace: &Namespace,
-        change: &Change,
-    ) -> Result<Vec<Preference>> {
-        self.write(actor, target, namespace, &|current| {
-            let changes = vec![change.clone()];
-            merge_patch::check_key_count(current, &changes, &self.limits)?;
-            Ok(changes)
-        })
-        .await
-    }
-
     async fn write(
         &self,
         actor: &Actor,
@@ -358,6 +368,11 @@ impl PreferenceService {
         let user = self.owner(actor, target, namespace, Action::Write).await?;
         self.store.modify(user.id, namespace, edit).await
     }
+}
+
+/// The tag of the preference `which` picks, if it exists.
+fn tag_of(current: &[Preference], which: impl Fn(&Preference) -> bool) -> Option<ETag> {
+    current.iter().find(|p| which(p)).map(ETag::of_preference)
 }
 
 fn find(after: Vec<Preference>, which: impl Fn(&Preference) -> bool) -> Result<Preference> {

@@ -4,11 +4,12 @@
 use actix_web::http::{StatusCode, header};
 use actix_web::middleware::DefaultHeaders;
 use actix_web::{HttpRequest, HttpResponse, web};
-use prefs_domain::{Action, Error, Namespace, Preference, UserRef, edx};
+use prefs_domain::{Action, ETag, Error, Namespace, Preference, UserRef, edx};
 use serde_json::{Map, Value, json};
 
 use crate::auth::Authenticated;
 use crate::body::{self, JSON, MERGE_PATCH};
+use crate::conditional::{self, preconditions, tagged};
 use crate::error::{Dialect, Failure, Problem};
 use crate::{AppState, read, resource};
 
@@ -44,6 +45,7 @@ fn user_message(status: StatusCode) -> &'static str {
         StatusCode::UNAUTHORIZED => "You must sign in.",
         StatusCode::FORBIDDEN => "You are not allowed to change this user's preferences.",
         StatusCode::NOT_FOUND => "Not found.",
+        StatusCode::PRECONDITION_FAILED => "The preferences have changed; reload and try again.",
         StatusCode::SERVICE_UNAVAILABLE => "The service is unavailable; please try again later.",
         status if status.is_server_error() => "Something went wrong; please try again later.",
         _ => "The request could not be processed.",
@@ -91,14 +93,16 @@ async fn get_all(
     auth: Authenticated<Edx>,
     state: web::Data<AppState>,
     username: web::Path<String>,
+    req: HttpRequest,
 ) -> Result<HttpResponse, Failure<Edx>> {
     let target = UserRef::Username(username.into_inner());
     let preferences = state.service.namespace(&auth.actor, &target, &Namespace::Global).await?;
+    let etag = ETag::of_namespace(&preferences);
     let map: Map<String, Value> = preferences
         .into_iter()
         .map(|p| (p.key.as_str().to_owned(), Value::String(as_edx_string(p))))
         .collect();
-    Ok(HttpResponse::Ok().json(map))
+    Ok(conditional::read(&req, &etag, &map)?)
 }
 
 /// `PATCH /api/user/v1/preferences/{username}`: a merge patch of string values; 204.
@@ -113,8 +117,11 @@ async fn patch(
     body::require_content_type(&req, MERGE_PATCH)?;
     let body = body::read_json(&req, payload, state.service.limits().max_body_bytes).await?;
     let patch = edx::normalize_patch(&body)?;
-    state.service.merge_patch(&auth.actor, &target, &Namespace::Global, &patch).await?;
-    Ok(HttpResponse::NoContent().finish())
+    let after = state
+        .service
+        .merge_patch(&auth.actor, &target, &Namespace::Global, &patch, &preconditions(&req))
+        .await?;
+    Ok(tagged(HttpResponse::NoContent(), &ETag::of_namespace(&after)).finish())
 }
 
 /// `GET /api/user/v1/preferences/{username}/{key}`: the value as a JSON string.
@@ -122,11 +129,13 @@ async fn get_one(
     auth: Authenticated<Edx>,
     state: web::Data<AppState>,
     path: web::Path<(String, String)>,
+    req: HttpRequest,
 ) -> Result<HttpResponse, Failure<Edx>> {
     let (username, key) = path.into_inner();
     let preference =
         state.service.preference(&auth.actor, &UserRef::Username(username), &Namespace::Global, &key).await?;
-    Ok(HttpResponse::Ok().json(as_edx_string(preference)))
+    let etag = ETag::of_preference(&preference);
+    Ok(conditional::read(&req, &etag, &as_edx_string(preference))?)
 }
 
 /// `PUT /api/user/v1/preferences/{username}/{key}`: sets one value; 204. Errors are flat.
@@ -147,12 +156,12 @@ async fn put(
     };
     let key_checked = prefs_domain::merge_patch::parse_key(&key).map_err(Problem::Flat)?;
     let value = edx::normalize_value(key_checked.as_str(), &body).map_err(Problem::Flat)?;
-    state
+    let stored = state
         .service
-        .put(&auth.actor, &target, &Namespace::Global, &key, Value::String(value))
+        .put(&auth.actor, &target, &Namespace::Global, &key, Value::String(value), &preconditions(&req))
         .await
         .map_err(flat)?;
-    Ok(HttpResponse::NoContent().finish())
+    Ok(tagged(HttpResponse::NoContent(), &ETag::of_preference(&stored)).finish())
 }
 
 /// `DELETE /api/user/v1/preferences/{username}/{key}`: 204, or 404 when the key is not set.
@@ -160,9 +169,11 @@ async fn delete(
     auth: Authenticated<Edx>,
     state: web::Data<AppState>,
     path: web::Path<(String, String)>,
+    req: HttpRequest,
 ) -> Result<HttpResponse, Failure<Edx>> {
     let (username, key) = path.into_inner();
-    state.service.delete(&auth.actor, &UserRef::Username(username), &Namespace::Global, &key).await?;
+    let target = UserRef::Username(username);
+    state.service.delete(&auth.actor, &target, &Namespace::Global, &key, &preconditions(&req)).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 

@@ -43,6 +43,7 @@ impl Problem {
                 Error::Forbidden => StatusCode::FORBIDDEN,
                 Error::Invalid(_) | Error::TooManyKeys { .. } => StatusCode::BAD_REQUEST,
                 Error::UsernameTaken(_) => StatusCode::CONFLICT,
+                Error::PreconditionFailed => StatusCode::PRECONDITION_FAILED,
                 Error::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
                 _ => StatusCode::INTERNAL_SERVER_ERROR,
             },
@@ -84,6 +85,9 @@ impl Problem {
                 errors.iter().map(|e| e.developer_message.as_str()).collect::<Vec<_>>().join(" ")
             }
             Self::Domain(Error::TooManyKeys { .. }) => "Max number of keys exceeded".into(),
+            Self::Domain(Error::PreconditionFailed) => {
+                "The resource has changed: If-Match or If-None-Match does not hold.".into()
+            }
             Self::Domain(Error::UsernameTaken(name)) => {
                 format!("The username '{name}' belongs to another account.")
             }

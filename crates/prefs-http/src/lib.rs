@@ -6,6 +6,7 @@
 
 pub mod auth;
 mod body;
+mod conditional;
 mod edx;
 pub mod error;
 mod jsonapi;

@@ -4,11 +4,12 @@
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
-use prefs_domain::{ClientId, Error, Namespace, Preference, UserId, UserRef};
+use prefs_domain::{ClientId, ETag, Error, Namespace, Preference, UserId, UserRef};
 use serde_json::{Map, Value};
 
 use crate::auth::Authenticated;
 use crate::body::{self, JSON, MERGE_PATCH};
+use crate::conditional::{self, preconditions, tagged};
 use crate::error::{Dialect, Failure, Problem};
 use crate::jsonapi::{self, MEDIA_TYPE};
 use crate::{AppState, read, resource};
@@ -95,7 +96,8 @@ async fn get_all(
 ) -> Result<HttpResponse, Failure<Namespaces>> {
     let (namespace, user) = target(&path, &req)?;
     let preferences = state.service.namespace(&auth.actor, &user, &namespace).await?;
-    Ok(HttpResponse::Ok().json(object(preferences)))
+    let etag = ETag::of_namespace(&preferences);
+    Ok(conditional::read(&req, &etag, &object(preferences))?)
 }
 
 /// `PUT /preferences/{clientId}`: replaces the namespace; `null` members are absent; 204.
@@ -108,8 +110,8 @@ async fn put_all(
 ) -> Result<HttpResponse, Failure<Namespaces>> {
     let (namespace, user) = target(&path, &req)?;
     let members = object_body(&state, &req, payload, JSON).await?;
-    state.service.replace(&auth.actor, &user, &namespace, &members).await?;
-    Ok(HttpResponse::NoContent().finish())
+    let after = state.service.replace(&auth.actor, &user, &namespace, &members, &preconditions(&req)).await?;
+    Ok(tagged(HttpResponse::NoContent(), &ETag::of_namespace(&after)).finish())
 }
 
 /// `PATCH /preferences/{clientId}`: an RFC 7396 merge patch; 200 with the merged object.
@@ -122,8 +124,9 @@ async fn patch(
 ) -> Result<HttpResponse, Failure<Namespaces>> {
     let (namespace, user) = target(&path, &req)?;
     let patch = object_body(&state, &req, payload, MERGE_PATCH).await?;
-    let after = state.service.merge_patch(&auth.actor, &user, &namespace, &patch).await?;
-    Ok(HttpResponse::Ok().json(object(after)))
+    let after =
+        state.service.merge_patch(&auth.actor, &user, &namespace, &patch, &preconditions(&req)).await?;
+    Ok(tagged(HttpResponse::Ok(), &ETag::of_namespace(&after)).json(object(after)))
 }
 
 /// `DELETE /preferences/{clientId}`: empties the namespace; 204.
@@ -134,7 +137,7 @@ async fn delete_all(
     req: HttpRequest,
 ) -> Result<HttpResponse, Failure<Namespaces>> {
     let (namespace, user) = target(&path, &req)?;
-    state.service.replace(&auth.actor, &user, &namespace, &Map::new()).await?;
+    state.service.replace(&auth.actor, &user, &namespace, &Map::new(), &preconditions(&req)).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -148,7 +151,7 @@ async fn get_one(
     let (client_id, key) = path.into_inner();
     let (namespace, user) = target(&client_id, &req)?;
     let preference = state.service.preference(&auth.actor, &user, &namespace, &key).await?;
-    Ok(HttpResponse::Ok().json(preference.value))
+    Ok(conditional::read(&req, &ETag::of_preference(&preference), &preference.value)?)
 }
 
 /// `PUT /preferences/{clientId}/{key}`: sets one member to the body; 204.
@@ -163,8 +166,8 @@ async fn put_one(
     let (namespace, user) = target(&client_id, &req)?;
     body::require_content_type(&req, JSON)?;
     let value = body::read_json(&req, payload, state.service.limits().max_body_bytes).await?;
-    state.service.put(&auth.actor, &user, &namespace, &key, value).await?;
-    Ok(HttpResponse::NoContent().finish())
+    let stored = state.service.put(&auth.actor, &user, &namespace, &key, value, &preconditions(&req)).await?;
+    Ok(tagged(HttpResponse::NoContent(), &ETag::of_preference(&stored)).finish())
 }
 
 /// `DELETE /preferences/{clientId}/{key}`: removes one member; 204, also when it was not set.
@@ -176,7 +179,7 @@ async fn delete_one(
 ) -> Result<HttpResponse, Failure<Namespaces>> {
     let (client_id, key) = path.into_inner();
     let (namespace, user) = target(&client_id, &req)?;
-    match state.service.delete(&auth.actor, &user, &namespace, &key).await {
+    match state.service.delete(&auth.actor, &user, &namespace, &key, &preconditions(&req)).await {
         Ok(()) | Err(Error::PreferenceNotFound) => Ok(HttpResponse::NoContent().finish()),
         Err(error) => Err(error.into()),
     }

@@ -5,12 +5,13 @@
 use actix_web::http::{StatusCode, header};
 use actix_web::{HttpRequest, HttpResponse, web};
 use chrono::{DateTime, SecondsFormat, Utc};
-use prefs_domain::{Error, FieldError, Namespace, Preference, PreferenceId, UserId, UserRef};
+use prefs_domain::{ETag, Error, FieldError, Namespace, Preference, PreferenceId, UserId, UserRef};
 use serde_json::{Map, Value, json};
 use url::Url;
 
 use crate::auth::Authenticated;
 use crate::body::{self, JSON};
+use crate::conditional::{self, preconditions, tagged};
 use crate::error::{Dialect, Failure, Problem};
 use crate::{AppState, read, resource};
 
@@ -179,8 +180,8 @@ async fn list(
             with_query(&req, &[("limit", Some(page.limit)), ("offset", offset)])
         })
         .flatten();
-    Ok(HttpResponse::Ok()
-        .json(json!({ "count": count, "next": next, "previous": previous, "results": results })))
+    let page = json!({ "count": count, "next": next, "previous": previous, "results": results });
+    Ok(conditional::read_untagged(&req, &page)?)
 }
 
 /// `GET .../preference/{id}/`.
@@ -188,11 +189,12 @@ async fn get(
     auth: Authenticated<Records>,
     state: web::Data<AppState>,
     path: web::Path<(String, String)>,
+    req: HttpRequest,
 ) -> Result<HttpResponse, Failure<Records>> {
     let (user, id) = path.into_inner();
     let target = user_ref(&user)?;
     let preference = state.service.record(&auth.actor, &target, record_id(&id)?).await?;
-    Ok(HttpResponse::Ok().json(record(&preference)))
+    Ok(conditional::read(&req, &ETag::of_preference(&preference), &record(&preference))?)
 }
 
 /// The `key` and `value` members of a record body; `id`, `user_id` and the timestamps are
@@ -251,7 +253,8 @@ async fn create(
         .and_then(|url| url.join(&format!("{}/", created.id)).ok())
         .map(String::from)
         .unwrap_or_default();
-    Ok(HttpResponse::Created().insert_header((header::LOCATION, location)).json(record(&created)))
+    let mut response = tagged(HttpResponse::Created(), &ETag::of_preference(&created));
+    Ok(response.insert_header((header::LOCATION, location)).json(record(&created)))
 }
 
 /// `PUT .../preference/{id}/` (key and value required) and `PATCH` (either may be absent).
@@ -266,8 +269,10 @@ async fn update(
     let (target, id) = (user_ref(&user)?, record_id(&id)?);
     let (key, value) =
         fields(json_body(&state, &req, payload).await?, req.method() == actix_web::http::Method::PUT)?;
-    let updated = state.service.update_record(&auth.actor, &target, id, key.as_deref(), value).await?;
-    Ok(HttpResponse::Ok().json(record(&updated)))
+    let conditions = preconditions(&req);
+    let updated =
+        state.service.update_record(&auth.actor, &target, id, key.as_deref(), value, &conditions).await?;
+    Ok(tagged(HttpResponse::Ok(), &ETag::of_preference(&updated)).json(record(&updated)))
 }
 
 /// `DELETE .../preference/{id}/`: 204.
@@ -275,9 +280,10 @@ async fn delete(
     auth: Authenticated<Records>,
     state: web::Data<AppState>,
     path: web::Path<(String, String)>,
+    req: HttpRequest,
 ) -> Result<HttpResponse, Failure<Records>> {
     let (user, id) = path.into_inner();
     let target = user_ref(&user)?;
-    state.service.delete_record(&auth.actor, &target, record_id(&id)?).await?;
+    state.service.delete_record(&auth.actor, &target, record_id(&id)?, &preconditions(&req)).await?;
     Ok(HttpResponse::NoContent().finish())
 }

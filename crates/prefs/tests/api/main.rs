@@ -2,6 +2,7 @@
 //! a fresh SQLite file and a fresh PostgreSQL database per test.
 
 mod auth;
+mod conditional;
 mod edx;
 mod helpers;
 mod namespaces;
