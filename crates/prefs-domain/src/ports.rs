@@ -73,6 +73,12 @@ pub trait PreferenceStore: Send + Sync {
         id: PreferenceId,
     ) -> Result<Option<Preference>>;
 
+    /// Every preference of `user` in every namespace, ordered by namespace, then id.
+    ///
+    /// # Errors
+    /// As [`PreferenceStore::namespace`].
+    async fn all_preferences(&self, user: UserId) -> Result<Vec<Preference>>;
+
     /// Runs `edit` on the current preferences of `user` in `namespace` and applies the changes it
     /// returns, all in one transaction that excludes every other write to the same user, so
     /// concurrent writes never lose each other's changes. Returns the namespace afterwards,
@@ -80,8 +86,9 @@ pub trait PreferenceStore: Send + Sync {
     /// `updated_at` and `version`; a new key starts at version 1.
     ///
     /// # Errors
-    /// MUST return the error of `edit` unchanged, having written nothing; otherwise as
-    /// [`PreferenceStore::namespace`].
+    /// MUST return the error of `edit` unchanged, having written nothing;
+    /// [`Error::UserNotFound`](crate::Error::UserNotFound) when the user does not exist (removed
+    /// meanwhile); otherwise as [`PreferenceStore::namespace`].
     async fn modify(&self, user: UserId, namespace: &Namespace, edit: &Edit<'_>) -> Result<Vec<Preference>>;
 
     /// Checks that the database answers.

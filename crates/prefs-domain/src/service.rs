@@ -60,6 +60,46 @@ impl PreferenceService {
         Ok(Actor { principal, user })
     }
 
+    /// Operators: creates the user with this subject and username, or renames the subject's user.
+    /// No access rules apply: only trusted callers (the `prefs users` command) may call this.
+    ///
+    /// # Errors
+    /// [`Error::Invalid`] for an unusable username; as [`PreferenceService::sign_in`].
+    pub async fn add_user(&self, subject: &str, username: &str) -> Result<User> {
+        let username =
+            Username::parse(username).map_err(|e| FieldError::new("username", "invalid", e.to_string()))?;
+        if subject.is_empty() {
+            return Err(FieldError::new("subject", "required", "The subject may not be empty.").into());
+        }
+        self.store.provision(subject, &username).await
+    }
+
+    /// Operators: the user and every preference they hold, in every namespace (ordered by
+    /// namespace, then id). No access rules apply.
+    ///
+    /// # Errors
+    /// [`Error::UserNotFound`] when no user has this username; storage errors.
+    pub async fn export_user(&self, username: &str) -> Result<(User, Vec<Preference>)> {
+        let user = self.find_username(username).await?;
+        let preferences = self.store.all_preferences(user.id).await?;
+        Ok((user, preferences))
+    }
+
+    /// Operators: erases the user and all their preferences (the right to be forgotten). No
+    /// access rules apply.
+    ///
+    /// # Errors
+    /// As [`PreferenceService::export_user`].
+    pub async fn remove_user(&self, username: &str) -> Result<User> {
+        let user = self.find_username(username).await?;
+        if self.store.remove_user(user.id).await? { Ok(user) } else { Err(Error::UserNotFound) }
+    }
+
+    async fn find_username(&self, username: &str) -> Result<User> {
+        let username = Username::parse(username).map_err(|_| Error::UserNotFound)?;
+        self.store.user_by_username(&username).await?.ok_or(Error::UserNotFound)
+    }
+
     /// Checks that the store answers.
     ///
     /// # Errors

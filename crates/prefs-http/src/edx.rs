@@ -1,11 +1,15 @@
 //! The Open edX dialect (SPEC 3.1): `/api/user/v1/preferences/{username}[/]` and
 //! `/api/user/v1/preferences/{username}/{key}`, over the global namespace. Values are strings.
 
+use std::collections::BTreeMap;
+
 use actix_web::http::{StatusCode, header};
 use actix_web::middleware::DefaultHeaders;
 use actix_web::{HttpRequest, HttpResponse, web};
 use prefs_domain::{Action, ETag, Error, Namespace, Preference, UserRef, edx};
-use serde_json::{Map, Value, json};
+use serde::Serialize;
+use serde_json::{Map, Value};
+use utoipa::ToSchema;
 
 use crate::auth::Authenticated;
 use crate::body::{self, JSON, MERGE_PATCH};
@@ -13,29 +17,57 @@ use crate::conditional::{self, preconditions, tagged};
 use crate::error::{Dialect, Failure, Problem};
 use crate::{AppState, read, resource};
 
+/// The list resource, without and with the trailing slash Open edX clients and documents use.
+pub(crate) const LIST: &str = "/api/user/v1/preferences/{username}";
+pub(crate) const LIST_SLASH: &str = "/api/user/v1/preferences/{username}/";
+pub(crate) const LIST_ALLOW: &str = "GET, HEAD, PATCH, OPTIONS";
+/// One preference.
+pub(crate) const ONE: &str = "/api/user/v1/preferences/{username}/{key}";
+pub(crate) const ONE_ALLOW: &str = "GET, HEAD, PUT, DELETE, OPTIONS";
+
+/// An Open edX error.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct EdxMessage {
+    /// What a developer should know.
+    pub developer_message: String,
+    /// What an end user may be shown.
+    pub user_message: String,
+}
+
+/// Open edX validation errors, one per bad member.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct EdxFieldErrors {
+    /// By preference key.
+    pub field_errors: BTreeMap<String, EdxMessage>,
+}
+
 /// The Open edX error format: `{developer_message, user_message}`, or `{field_errors: {...}}` for
 /// validation errors naming members.
 pub struct Edx;
 
 impl Dialect for Edx {
     fn body(problem: &Problem, status: StatusCode) -> (&'static str, Value) {
-        let message =
-            |developer: &str, user: &str| json!({ "developer_message": developer, "user_message": user });
+        let message = |developer: &str, user: &str| EdxMessage {
+            developer_message: developer.to_owned(),
+            user_message: user.to_owned(),
+        };
         let body = match problem {
             Problem::Domain(Error::Invalid(errors)) if errors.iter().all(|e| !e.field.is_empty()) => {
-                let fields: Map<String, Value> = errors
+                let field_errors = errors
                     .iter()
                     .map(|e| (e.field.clone(), message(&e.developer_message, &e.user_message)))
                     .collect();
-                json!({ "field_errors": fields })
+                serde_json::to_value(EdxFieldErrors { field_errors })
             }
-            Problem::Flat(error) => message(&error.developer_message, &error.user_message),
+            Problem::Flat(error) => {
+                serde_json::to_value(message(&error.developer_message, &error.user_message))
+            }
             Problem::Domain(Error::Invalid(errors)) => {
-                message(&errors[0].developer_message, &errors[0].user_message)
+                serde_json::to_value(message(&errors[0].developer_message, &errors[0].user_message))
             }
-            other => message(&other.message(), user_message(status)),
+            other => serde_json::to_value(message(&other.message(), user_message(status))),
         };
-        ("application/json", body)
+        ("application/json", body.unwrap_or_default())
     }
 }
 
@@ -54,28 +86,25 @@ fn user_message(status: StatusCode) -> &'static str {
 
 pub(crate) fn routes(cfg: &mut web::ServiceConfig) {
     let vary = || DefaultHeaders::new().add((header::VARY, "Accept"));
+    for list in [LIST, LIST_SLASH] {
+        cfg.service(
+            resource::<Edx>(list, LIST_ALLOW)
+                .wrap(vary())
+                .route(read().to(get_all))
+                .route(web::patch().to(patch)),
+        );
+    }
     cfg.service(
-        web::scope("/api/user/v1")
+        resource::<Edx>(ONE, ONE_ALLOW)
             .wrap(vary())
-            .service(
-                resource::<Edx>("/preferences/{username}", "GET, HEAD, PATCH, OPTIONS")
-                    .route(read().to(get_all))
-                    .route(web::patch().to(patch)),
-            )
-            .service(
-                resource::<Edx>("/preferences/{username}/", "GET, HEAD, PATCH, OPTIONS")
-                    .route(read().to(get_all))
-                    .route(web::patch().to(patch)),
-            )
-            .service(
-                resource::<Edx>("/preferences/{username}/{key}", "GET, HEAD, PUT, DELETE, OPTIONS")
-                    .route(read().to(get_one))
-                    .route(web::put().to(put))
-                    .route(web::delete().to(delete)),
-            )
-            .default_service(web::to(|| async {
-                Err::<HttpResponse, _>(Failure::<Edx>::from(Problem::NoRoute))
-            })),
+            .route(read().to(get_one))
+            .route(web::put().to(put))
+            .route(web::delete().to(delete)),
+    )
+    .service(
+        web::resource("/api/user/v1/{tail:.*}")
+            .wrap(vary())
+            .to(|| async { Err::<HttpResponse, _>(Failure::<Edx>::from(Problem::NoRoute)) }),
     );
 }
 
@@ -88,8 +117,19 @@ fn as_edx_string(preference: Preference) -> String {
     }
 }
 
-/// `GET /api/user/v1/preferences/{username}`: every global preference as `{"key": "value"}`.
-async fn get_all(
+/// Every global preference of the user as `{"key": "value"}` (also served with a trailing slash).
+#[utoipa::path(get, operation_id = "edx_get_all", path = "/api/user/v1/preferences/{username}", tag = "Open edX",
+    params(("username" = String, Path, description = "The user, percent-encoded")),
+    responses(
+        (status = 200, description = "The preferences; values are strings", body = BTreeMap<String, String>,
+            example = json!({"pref-lang": "fr", "time_zone": "Europe/Paris"})),
+        (status = 304, description = "Not modified (If-None-Match)"),
+        (status = 401, description = "No valid token", body = EdxMessage),
+        (status = 404, description = "Unknown user, or another user's preferences without a role", body = EdxMessage),
+        (status = 412, description = "If-Match does not hold", body = EdxMessage),
+        (status = 503, description = "Database unavailable", body = EdxMessage)),
+    security(("bearer" = [])))]
+pub(crate) async fn get_all(
     auth: Authenticated<Edx>,
     state: web::Data<AppState>,
     username: web::Path<String>,
@@ -105,8 +145,25 @@ async fn get_all(
     Ok(conditional::read(&req, &etag, &map)?)
 }
 
-/// `PATCH /api/user/v1/preferences/{username}`: a merge patch of string values; 204.
-async fn patch(
+/// Sets and deletes several preferences at once: an RFC 7396 merge patch of string values,
+/// `null` deletes; all or nothing.
+#[utoipa::path(patch, operation_id = "edx_patch", path = "/api/user/v1/preferences/{username}", tag = "Open edX",
+    params(("username" = String, Path, description = "The user, percent-encoded")),
+    request_body(content = BTreeMap<String, Option<String>>, content_type = "application/merge-patch+json",
+        example = json!({"pref-lang": "fr", "old-key": null})),
+    responses(
+        (status = 204, description = "Written"),
+        (status = 400, description = "Malformed JSON, no data, or invalid members", body = EdxFieldErrors,
+            example = json!({"field_errors": {"time_zone": {"developer_message": "Value 'Mars/Base' not valid for preference 'time_zone': Not in timezone set.", "user_message": "Value 'Mars/Base' is not a valid time zone selection."}}})),
+        (status = 401, description = "No valid token", body = EdxMessage),
+        (status = 403, description = "Staff writing another user's preferences", body = EdxMessage),
+        (status = 404, description = "Unknown or hidden user", body = EdxMessage),
+        (status = 412, description = "If-Match does not hold", body = EdxMessage),
+        (status = 413, description = "Body over the limit", body = EdxMessage),
+        (status = 415, description = "Not application/merge-patch+json", body = EdxMessage),
+        (status = 503, description = "Database unavailable", body = EdxMessage)),
+    security(("bearer" = [])))]
+pub(crate) async fn patch(
     auth: Authenticated<Edx>,
     state: web::Data<AppState>,
     username: web::Path<String>,
@@ -124,8 +181,19 @@ async fn patch(
     Ok(tagged(HttpResponse::NoContent(), &ETag::of_namespace(&after)).finish())
 }
 
-/// `GET /api/user/v1/preferences/{username}/{key}`: the value as a JSON string.
-async fn get_one(
+/// One preference: its value as a JSON string.
+#[utoipa::path(get, operation_id = "edx_get_one", path = "/api/user/v1/preferences/{username}/{key}", tag = "Open edX",
+    params(("username" = String, Path, description = "The user, percent-encoded"),
+        ("key" = String, Path, description = "The preference key", pattern = "^[A-Za-z0-9_.:-]{1,255}$")),
+    responses(
+        (status = 200, description = "The value", body = String, example = json!("fr")),
+        (status = 304, description = "Not modified (If-None-Match)"),
+        (status = 401, description = "No valid token", body = EdxMessage),
+        (status = 404, description = "Unknown or hidden user, or unknown key", body = EdxMessage),
+        (status = 412, description = "If-Match does not hold", body = EdxMessage),
+        (status = 503, description = "Database unavailable", body = EdxMessage)),
+    security(("bearer" = [])))]
+pub(crate) async fn get_one(
     auth: Authenticated<Edx>,
     state: web::Data<AppState>,
     path: web::Path<(String, String)>,
@@ -138,8 +206,25 @@ async fn get_one(
     Ok(conditional::read(&req, &etag, &as_edx_string(preference))?)
 }
 
-/// `PUT /api/user/v1/preferences/{username}/{key}`: sets one value; 204. Errors are flat.
-async fn put(
+/// Creates or updates one preference. The body is the JSON value: a string (trimmed) or a number
+/// (stored as its string form). Errors are flat.
+#[utoipa::path(put, operation_id = "edx_put", path = "/api/user/v1/preferences/{username}/{key}", tag = "Open edX",
+    params(("username" = String, Path, description = "The user, percent-encoded"),
+        ("key" = String, Path, description = "The preference key", pattern = "^[A-Za-z0-9_.:-]{1,255}$")),
+    request_body(content = String, content_type = "application/json", example = json!("en")),
+    responses(
+        (status = 204, description = "Written"),
+        (status = 400, description = "Malformed JSON, invalid key or value", body = EdxMessage,
+            example = json!({"developer_message": "Preference 'pref-lang' cannot be set to an empty value.", "user_message": "Preference 'pref-lang' cannot be set to an empty value."})),
+        (status = 401, description = "No valid token", body = EdxMessage),
+        (status = 403, description = "Staff writing another user's preferences", body = EdxMessage),
+        (status = 404, description = "Unknown or hidden user", body = EdxMessage),
+        (status = 412, description = "If-Match / If-None-Match does not hold", body = EdxMessage),
+        (status = 413, description = "Body over the limit", body = EdxMessage),
+        (status = 415, description = "Not application/json", body = EdxMessage),
+        (status = 503, description = "Database unavailable", body = EdxMessage)),
+    security(("bearer" = [])))]
+pub(crate) async fn put(
     auth: Authenticated<Edx>,
     state: web::Data<AppState>,
     path: web::Path<(String, String)>,
@@ -164,8 +249,19 @@ async fn put(
     Ok(tagged(HttpResponse::NoContent(), &ETag::of_preference(&stored)).finish())
 }
 
-/// `DELETE /api/user/v1/preferences/{username}/{key}`: 204, or 404 when the key is not set.
-async fn delete(
+/// Deletes one preference.
+#[utoipa::path(delete, operation_id = "edx_delete", path = "/api/user/v1/preferences/{username}/{key}", tag = "Open edX",
+    params(("username" = String, Path, description = "The user, percent-encoded"),
+        ("key" = String, Path, description = "The preference key")),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 401, description = "No valid token", body = EdxMessage),
+        (status = 403, description = "Staff writing another user's preferences", body = EdxMessage),
+        (status = 404, description = "Unknown or hidden user, or the key is not set", body = EdxMessage),
+        (status = 412, description = "If-Match does not hold", body = EdxMessage),
+        (status = 503, description = "Database unavailable", body = EdxMessage)),
+    security(("bearer" = [])))]
+pub(crate) async fn delete(
     auth: Authenticated<Edx>,
     state: web::Data<AppState>,
     path: web::Path<(String, String)>,

@@ -10,7 +10,9 @@ mod conditional;
 mod edx;
 pub mod error;
 mod jsonapi;
+pub mod metrics;
 mod namespaces;
+pub mod openapi;
 mod ops;
 mod records;
 pub mod request_id;
@@ -21,9 +23,12 @@ use actix_web::http::{Method, header};
 use actix_web::middleware::{DefaultHeaders, from_fn};
 use actix_web::{App, HttpResponse, Resource, Route, guard, web};
 use prefs_domain::PreferenceService;
+use utoipa_swagger_ui::{Config as SwaggerConfig, SwaggerUi};
 
 pub use auth::{Claims, JwtConfig, JwtKey, Verifier};
 use error::{Dialect, Failure, Problem};
+pub use metrics::{Metrics, PoolStats};
+pub use openapi::ApiDoc;
 
 /// What every request handler shares.
 pub struct AppState {
@@ -31,7 +36,28 @@ pub struct AppState {
     pub service: PreferenceService,
     /// The token verifier.
     pub verifier: Verifier,
+    /// The process's metrics.
+    pub metrics: Metrics,
 }
+
+/// Every resource the application serves, with the methods it answers (`Allow`). The OpenAPI
+/// document is checked against this list.
+pub const RESOURCES: &[(&str, &str)] = &[
+    (edx::LIST, edx::LIST_ALLOW),
+    (edx::LIST_SLASH, edx::LIST_ALLOW),
+    (edx::ONE, edx::ONE_ALLOW),
+    (records::LIST, records::LIST_ALLOW),
+    (records::ONE, records::ONE_ALLOW),
+    (namespaces::NAMESPACE, namespaces::NAMESPACE_ALLOW),
+    (namespaces::MEMBER, namespaces::MEMBER_ALLOW),
+    (ops::RESOURCES[0], ops::ALLOW),
+    (ops::RESOURCES[1], ops::ALLOW),
+    (ops::RESOURCES[2], ops::ALLOW),
+    (ops::RESOURCES[3], ops::ALLOW),
+];
+
+/// Where Swagger UI is served.
+pub const DOCS: &str = "/docs";
 
 /// The whole application: every dialect's routes, the operational endpoints, and JSON:API 404s
 /// for anything else.
@@ -46,8 +72,12 @@ pub fn app(
         InitError = (),
     >,
 > {
+    let prometheus = state.metrics.middleware.clone();
+    let docs = SwaggerUi::new(format!("{DOCS}/{{_:.*}}"))
+        .config(SwaggerConfig::new(["/openapi.json"]).validator_url("none").try_it_out_enabled(true));
     App::new()
         .app_data(state)
+        .service(docs)
         .configure(edx::routes)
         .configure(records::routes)
         .configure(namespaces::routes)
@@ -55,6 +85,7 @@ pub fn app(
         .default_service(web::to(|| async {
             Err::<HttpResponse, _>(Failure::<jsonapi::JsonApi>::from(Problem::NoRoute))
         }))
+        .wrap(prometheus)
         .wrap(from_fn(request_id::middleware))
 }
 

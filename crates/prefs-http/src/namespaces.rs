@@ -11,8 +11,15 @@ use crate::auth::Authenticated;
 use crate::body::{self, JSON, MERGE_PATCH};
 use crate::conditional::{self, preconditions, tagged};
 use crate::error::{Dialect, Failure, Problem};
-use crate::jsonapi::{self, MEDIA_TYPE};
+use crate::jsonapi::{self, JsonApiErrors, MEDIA_TYPE};
 use crate::{AppState, read, resource};
+
+/// A client's namespace.
+pub(crate) const NAMESPACE: &str = "/preferences/{client_id}";
+pub(crate) const NAMESPACE_ALLOW: &str = "GET, HEAD, PUT, PATCH, DELETE, OPTIONS";
+/// One member of it.
+pub(crate) const MEMBER: &str = "/preferences/{client_id}/{key}";
+pub(crate) const MEMBER_ALLOW: &str = "GET, HEAD, PUT, DELETE, OPTIONS";
 
 /// JSON:API errors with PACE's statuses: limits are 413, internal errors 501.
 pub struct Namespaces;
@@ -35,14 +42,14 @@ impl Dialect for Namespaces {
 
 pub(crate) fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(
-        resource::<Namespaces>("/preferences/{client_id}", "GET, HEAD, PUT, PATCH, DELETE, OPTIONS")
+        resource::<Namespaces>(NAMESPACE, NAMESPACE_ALLOW)
             .route(read().to(get_all))
             .route(web::put().to(put_all))
             .route(web::patch().to(patch))
             .route(web::delete().to(delete_all)),
     )
     .service(
-        resource::<Namespaces>("/preferences/{client_id}/{key}", "GET, HEAD, PUT, DELETE, OPTIONS")
+        resource::<Namespaces>(MEMBER, MEMBER_ALLOW)
             .route(read().to(get_one))
             .route(web::put().to(put_one))
             .route(web::delete().to(delete_one)),
@@ -87,8 +94,19 @@ async fn object_body(
     }
 }
 
-/// `GET /preferences/{clientId}`: the namespace as one object, `{}` if never set.
-async fn get_all(
+/// The user's namespace of this client as one object, `{}` if never set.
+#[utoipa::path(get, operation_id = "namespace_get_all", path = "/preferences/{client_id}", tag = "Client namespaces", params(("client_id" = String, Path, description = "The client application's id", pattern = "^[A-Za-z0-9._-]{1,128}$"), ("user_id" = Option<i64>, Query, description = "Act for this user (admin: read and write; staff: read)")),
+    responses(
+        (status = 200, description = "The namespace", body = Object, example = json!({"sidebar": {"open": true}, "recent": ["a"]})),
+        (status = 304, description = "Not modified (If-None-Match)"),
+        (status = 401, description = "No valid token", body = JsonApiErrors, content_type = "application/vnd.api+json"),
+        (status = 403, description = "Missing scope, or another client's namespace without its scope", body = JsonApiErrors, content_type = "application/vnd.api+json"),
+        (status = 404, description = "`global`, or another user without a role", body = JsonApiErrors, content_type = "application/vnd.api+json"),
+        (status = 412, description = "If-Match / If-None-Match does not hold", body = JsonApiErrors, content_type = "application/vnd.api+json"),
+        (status = 501, description = "Internal error", body = JsonApiErrors, content_type = "application/vnd.api+json"),
+        (status = 503, description = "Database unavailable", body = JsonApiErrors, content_type = "application/vnd.api+json")),
+    security(("bearer" = ["user:preferences:read"])))]
+pub(crate) async fn get_all(
     auth: Authenticated<Namespaces>,
     state: web::Data<AppState>,
     path: web::Path<String>,
@@ -100,8 +118,22 @@ async fn get_all(
     Ok(conditional::read(&req, &etag, &object(preferences))?)
 }
 
-/// `PUT /preferences/{clientId}`: replaces the namespace; `null` members are absent; 204.
-async fn put_all(
+/// Replaces the whole namespace; a `null` member means the key is absent.
+#[utoipa::path(put, operation_id = "namespace_put_all", path = "/preferences/{client_id}", tag = "Client namespaces", params(("client_id" = String, Path, description = "The client application's id", pattern = "^[A-Za-z0-9._-]{1,128}$"), ("user_id" = Option<i64>, Query, description = "Act for this user (admin: read and write; staff: read)")),
+    request_body(content = Object, content_type = "application/json", example = json!({"sidebar": {"open": true}})),
+    responses(
+        (status = 204, description = "Replaced"),
+        (status = 400, description = "Malformed JSON, not an object, or an invalid key", body = JsonApiErrors, content_type = "application/vnd.api+json"),
+        (status = 413, description = "Body, key or value over its limit, or too many keys", body = JsonApiErrors, content_type = "application/vnd.api+json"),
+        (status = 415, description = "Wrong content type", body = JsonApiErrors, content_type = "application/vnd.api+json"),
+        (status = 401, description = "No valid token", body = JsonApiErrors, content_type = "application/vnd.api+json"),
+        (status = 403, description = "Missing scope, or another client's namespace without its scope", body = JsonApiErrors, content_type = "application/vnd.api+json"),
+        (status = 404, description = "`global`, or another user without a role", body = JsonApiErrors, content_type = "application/vnd.api+json"),
+        (status = 412, description = "If-Match / If-None-Match does not hold", body = JsonApiErrors, content_type = "application/vnd.api+json"),
+        (status = 501, description = "Internal error", body = JsonApiErrors, content_type = "application/vnd.api+json"),
+        (status = 503, description = "Database unavailable", body = JsonApiErrors, content_type = "application/vnd.api+json")),
+    security(("bearer" = ["user:preferences:write"])))]
+pub(crate) async fn put_all(
     auth: Authenticated<Namespaces>,
     state: web::Data<AppState>,
     path: web::Path<String>,
@@ -114,8 +146,23 @@ async fn put_all(
     Ok(tagged(HttpResponse::NoContent(), &ETag::of_namespace(&after)).finish())
 }
 
-/// `PATCH /preferences/{clientId}`: an RFC 7396 merge patch; 200 with the merged object.
-async fn patch(
+/// An RFC 7396 merge patch of the namespace (`null` deletes, objects merge); answers the merged
+/// object. An extension of PACE's API.
+#[utoipa::path(patch, operation_id = "namespace_patch", path = "/preferences/{client_id}", tag = "Client namespaces", params(("client_id" = String, Path, description = "The client application's id", pattern = "^[A-Za-z0-9._-]{1,128}$"), ("user_id" = Option<i64>, Query, description = "Act for this user (admin: read and write; staff: read)")),
+    request_body(content = Object, content_type = "application/merge-patch+json", example = json!({"sidebar": {"width": null}})),
+    responses(
+        (status = 200, description = "The merged namespace", body = Object),
+        (status = 400, description = "Malformed JSON, not an object, or an invalid key", body = JsonApiErrors, content_type = "application/vnd.api+json"),
+        (status = 413, description = "Body, key or value over its limit, or too many keys", body = JsonApiErrors, content_type = "application/vnd.api+json"),
+        (status = 415, description = "Wrong content type", body = JsonApiErrors, content_type = "application/vnd.api+json"),
+        (status = 401, description = "No valid token", body = JsonApiErrors, content_type = "application/vnd.api+json"),
+        (status = 403, description = "Missing scope, or another client's namespace without its scope", body = JsonApiErrors, content_type = "application/vnd.api+json"),
+        (status = 404, description = "`global`, or another user without a role", body = JsonApiErrors, content_type = "application/vnd.api+json"),
+        (status = 412, description = "If-Match / If-None-Match does not hold", body = JsonApiErrors, content_type = "application/vnd.api+json"),
+        (status = 501, description = "Internal error", body = JsonApiErrors, content_type = "application/vnd.api+json"),
+        (status = 503, description = "Database unavailable", body = JsonApiErrors, content_type = "application/vnd.api+json")),
+    security(("bearer" = ["user:preferences:write"])))]
+pub(crate) async fn patch(
     auth: Authenticated<Namespaces>,
     state: web::Data<AppState>,
     path: web::Path<String>,
@@ -129,8 +176,18 @@ async fn patch(
     Ok(tagged(HttpResponse::Ok(), &ETag::of_namespace(&after)).json(object(after)))
 }
 
-/// `DELETE /preferences/{clientId}`: empties the namespace; 204.
-async fn delete_all(
+/// Empties the namespace. An extension of PACE's API.
+#[utoipa::path(delete, operation_id = "namespace_delete_all", path = "/preferences/{client_id}", tag = "Client namespaces", params(("client_id" = String, Path, description = "The client application's id", pattern = "^[A-Za-z0-9._-]{1,128}$"), ("user_id" = Option<i64>, Query, description = "Act for this user (admin: read and write; staff: read)")),
+    responses(
+        (status = 204, description = "Emptied"),
+        (status = 401, description = "No valid token", body = JsonApiErrors, content_type = "application/vnd.api+json"),
+        (status = 403, description = "Missing scope, or another client's namespace without its scope", body = JsonApiErrors, content_type = "application/vnd.api+json"),
+        (status = 404, description = "`global`, or another user without a role", body = JsonApiErrors, content_type = "application/vnd.api+json"),
+        (status = 412, description = "If-Match / If-None-Match does not hold", body = JsonApiErrors, content_type = "application/vnd.api+json"),
+        (status = 501, description = "Internal error", body = JsonApiErrors, content_type = "application/vnd.api+json"),
+        (status = 503, description = "Database unavailable", body = JsonApiErrors, content_type = "application/vnd.api+json")),
+    security(("bearer" = ["user:preferences:write"])))]
+pub(crate) async fn delete_all(
     auth: Authenticated<Namespaces>,
     state: web::Data<AppState>,
     path: web::Path<String>,
@@ -141,8 +198,19 @@ async fn delete_all(
     Ok(HttpResponse::NoContent().finish())
 }
 
-/// `GET /preferences/{clientId}/{key}`: one member's value.
-async fn get_one(
+/// One member's value. An extension of PACE's API.
+#[utoipa::path(get, operation_id = "namespace_get_one", path = "/preferences/{client_id}/{key}", tag = "Client namespaces", params(("client_id" = String, Path, description = "The client application's id", pattern = "^[A-Za-z0-9._-]{1,128}$"), ("key" = String, Path, description = "The member", pattern = "^[A-Za-z0-9_.:-]{1,255}$"), ("user_id" = Option<i64>, Query, description = "Act for this user (admin: read and write; staff: read)")),
+    responses(
+        (status = 200, description = "The value (any JSON)", body = serde_json::Value),
+        (status = 304, description = "Not modified (If-None-Match)"),
+        (status = 401, description = "No valid token", body = JsonApiErrors, content_type = "application/vnd.api+json"),
+        (status = 403, description = "Missing scope, or another client's namespace without its scope", body = JsonApiErrors, content_type = "application/vnd.api+json"),
+        (status = 404, description = "`global`, or another user without a role", body = JsonApiErrors, content_type = "application/vnd.api+json"),
+        (status = 412, description = "If-Match / If-None-Match does not hold", body = JsonApiErrors, content_type = "application/vnd.api+json"),
+        (status = 501, description = "Internal error", body = JsonApiErrors, content_type = "application/vnd.api+json"),
+        (status = 503, description = "Database unavailable", body = JsonApiErrors, content_type = "application/vnd.api+json")),
+    security(("bearer" = ["user:preferences:read"])))]
+pub(crate) async fn get_one(
     auth: Authenticated<Namespaces>,
     state: web::Data<AppState>,
     path: web::Path<(String, String)>,
@@ -154,8 +222,22 @@ async fn get_one(
     Ok(conditional::read(&req, &ETag::of_preference(&preference), &preference.value)?)
 }
 
-/// `PUT /preferences/{clientId}/{key}`: sets one member to the body; 204.
-async fn put_one(
+/// Sets one member to the body (any JSON but `null`). An extension of PACE's API.
+#[utoipa::path(put, operation_id = "namespace_put_one", path = "/preferences/{client_id}/{key}", tag = "Client namespaces", params(("client_id" = String, Path, description = "The client application's id", pattern = "^[A-Za-z0-9._-]{1,128}$"), ("key" = String, Path, description = "The member", pattern = "^[A-Za-z0-9_.:-]{1,255}$"), ("user_id" = Option<i64>, Query, description = "Act for this user (admin: read and write; staff: read)")),
+    request_body(content = serde_json::Value, content_type = "application/json", example = json!("dark")),
+    responses(
+        (status = 204, description = "Written"),
+        (status = 400, description = "Malformed JSON, not an object, or an invalid key", body = JsonApiErrors, content_type = "application/vnd.api+json"),
+        (status = 413, description = "Body, key or value over its limit, or too many keys", body = JsonApiErrors, content_type = "application/vnd.api+json"),
+        (status = 415, description = "Wrong content type", body = JsonApiErrors, content_type = "application/vnd.api+json"),
+        (status = 401, description = "No valid token", body = JsonApiErrors, content_type = "application/vnd.api+json"),
+        (status = 403, description = "Missing scope, or another client's namespace without its scope", body = JsonApiErrors, content_type = "application/vnd.api+json"),
+        (status = 404, description = "`global`, or another user without a role", body = JsonApiErrors, content_type = "application/vnd.api+json"),
+        (status = 412, description = "If-Match / If-None-Match does not hold", body = JsonApiErrors, content_type = "application/vnd.api+json"),
+        (status = 501, description = "Internal error", body = JsonApiErrors, content_type = "application/vnd.api+json"),
+        (status = 503, description = "Database unavailable", body = JsonApiErrors, content_type = "application/vnd.api+json")),
+    security(("bearer" = ["user:preferences:write"])))]
+pub(crate) async fn put_one(
     auth: Authenticated<Namespaces>,
     state: web::Data<AppState>,
     path: web::Path<(String, String)>,
@@ -170,8 +252,18 @@ async fn put_one(
     Ok(tagged(HttpResponse::NoContent(), &ETag::of_preference(&stored)).finish())
 }
 
-/// `DELETE /preferences/{clientId}/{key}`: removes one member; 204, also when it was not set.
-async fn delete_one(
+/// Removes one member; 204 also when it was not set. An extension of PACE's API.
+#[utoipa::path(delete, operation_id = "namespace_delete_one", path = "/preferences/{client_id}/{key}", tag = "Client namespaces", params(("client_id" = String, Path, description = "The client application's id", pattern = "^[A-Za-z0-9._-]{1,128}$"), ("key" = String, Path, description = "The member", pattern = "^[A-Za-z0-9_.:-]{1,255}$"), ("user_id" = Option<i64>, Query, description = "Act for this user (admin: read and write; staff: read)")),
+    responses(
+        (status = 204, description = "Removed"),
+        (status = 401, description = "No valid token", body = JsonApiErrors, content_type = "application/vnd.api+json"),
+        (status = 403, description = "Missing scope, or another client's namespace without its scope", body = JsonApiErrors, content_type = "application/vnd.api+json"),
+        (status = 404, description = "`global`, or another user without a role", body = JsonApiErrors, content_type = "application/vnd.api+json"),
+        (status = 412, description = "If-Match / If-None-Match does not hold", body = JsonApiErrors, content_type = "application/vnd.api+json"),
+        (status = 501, description = "Internal error", body = JsonApiErrors, content_type = "application/vnd.api+json"),
+        (status = 503, description = "Database unavailable", body = JsonApiErrors, content_type = "application/vnd.api+json")),
+    security(("bearer" = ["user:preferences:write"])))]
+pub(crate) async fn delete_one(
     auth: Authenticated<Namespaces>,
     state: web::Data<AppState>,
     path: web::Path<(String, String)>,

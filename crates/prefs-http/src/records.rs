@@ -6,14 +6,116 @@ use actix_web::http::{StatusCode, header};
 use actix_web::{HttpRequest, HttpResponse, web};
 use chrono::{DateTime, SecondsFormat, Utc};
 use prefs_domain::{ETag, Error, FieldError, Namespace, Preference, PreferenceId, UserId, UserRef};
-use serde_json::{Map, Value, json};
+use serde::Serialize;
+use serde_json::{Map, Value};
 use url::Url;
+use utoipa::ToSchema;
 
 use crate::auth::Authenticated;
 use crate::body::{self, JSON};
 use crate::conditional::{self, preconditions, tagged};
 use crate::error::{Dialect, Failure, Problem};
 use crate::{AppState, read, resource};
+
+/// The list resource.
+pub(crate) const LIST: &str = "/api/v2/user/{user_id}/preference/";
+pub(crate) const LIST_ALLOW: &str = "GET, HEAD, POST, OPTIONS";
+/// One record.
+pub(crate) const ONE: &str = "/api/v2/user/{user_id}/preference/{id}/";
+pub(crate) const ONE_ALLOW: &str = "GET, HEAD, PUT, PATCH, DELETE, OPTIONS";
+
+/// A preference as a record.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(example = json!({"id": 7, "user_id": 1, "key": "layout", "value": {"columns": 2},
+    "created_at": "2026-11-26T14:00:00.000000Z", "last_updated_at": "2026-11-26T14:05:00.000000Z"}))]
+pub struct Record {
+    /// Assigned by prefs; stable across updates and renames.
+    pub id: i64,
+    /// The owner.
+    pub user_id: i64,
+    /// 1 to 255 characters from `[A-Za-z0-9_.:-]`.
+    pub key: String,
+    /// Any JSON but `null`.
+    pub value: Value,
+    /// RFC 3339, UTC.
+    #[schema(format = DateTime)]
+    pub created_at: String,
+    /// RFC 3339, UTC; moves on every update.
+    #[schema(format = DateTime)]
+    pub last_updated_at: String,
+}
+
+impl From<&Preference> for Record {
+    fn from(p: &Preference) -> Self {
+        let timestamp = |at: DateTime<Utc>| at.to_rfc3339_opts(SecondsFormat::Micros, true);
+        Self {
+            id: p.id.0,
+            user_id: p.user_id.0,
+            key: p.key.as_str().to_owned(),
+            value: p.value.as_json().clone(),
+            created_at: timestamp(p.created_at),
+            last_updated_at: timestamp(p.updated_at),
+        }
+    }
+}
+
+/// A page of records, as Django REST framework's `LimitOffsetPagination`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RecordPage {
+    /// How many records match.
+    pub count: usize,
+    /// The absolute URL of the next page, if any.
+    pub next: Option<String>,
+    /// The absolute URL of the previous page, if any.
+    pub previous: Option<String>,
+    /// This page, ordered by id.
+    pub results: Vec<Record>,
+}
+
+/// A record body. For `PUT` and `POST` both members are required; for `PATCH` either may be
+/// absent. `id`, `user_id` and the timestamps are read-only and ignored.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(example = json!({"key": "layout", "value": {"columns": 2}}))]
+pub struct RecordBody {
+    /// 1 to 255 characters from `[A-Za-z0-9_.:-]`, unique per user.
+    #[schema(pattern = "^[A-Za-z0-9_.:-]{1,255}$")]
+    pub key: String,
+    /// Any JSON but `null`.
+    pub value: Value,
+}
+
+/// One message of a record-dialect error.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RecordMessage {
+    /// A stable code: `required`, `null`, `invalid`, `invalid-key`, `exists`, `too-large`,
+    /// `too-many-keys`, `too-deep`, or a general one such as `not-found`.
+    pub code: String,
+    /// For people.
+    pub message: String,
+}
+
+/// One error of the record dialect: general, or about a field.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(untagged)]
+pub enum RecordError {
+    /// About one field.
+    Field {
+        /// The field.
+        field: String,
+        /// What is wrong with it.
+        messages: Vec<RecordMessage>,
+    },
+    /// About the request as a whole.
+    General(RecordMessage),
+}
+
+/// The record dialect's error body.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(example = json!({"errors": [{"field": "value", "messages": [{"code": "null", "message": "This field may not be null."}]}]}))]
+pub struct RecordErrors {
+    /// The errors.
+    pub errors: Vec<RecordError>,
+}
 
 /// The record dialect's error format: `{"errors":[{"code","message"}]}`, and for bad fields
 /// `{"errors":[{"field","messages":[{"code","message"}]}]}`.
@@ -29,46 +131,41 @@ impl Dialect for Records {
             }
             other => other.field_errors(),
         };
-        let errors: Vec<Value> = match fields {
+        let errors = match fields {
             Some(fields) => fields
                 .iter()
                 .map(|f| {
-                    let message = json!({ "code": f.code, "message": f.developer_message });
+                    let message =
+                        RecordMessage { code: f.code.to_owned(), message: f.developer_message.clone() };
                     if f.field.is_empty() {
-                        message
+                        RecordError::General(message)
                     } else {
-                        json!({ "field": f.field, "messages": [message] })
+                        RecordError::Field { field: f.field.clone(), messages: vec![message] }
                     }
                 })
                 .collect(),
-            None => vec![json!({ "code": problem.code(status), "message": problem.message() })],
+            None => vec![RecordError::General(RecordMessage {
+                code: problem.code(status).to_owned(),
+                message: problem.message(),
+            })],
         };
-        ("application/json", json!({ "errors": errors }))
+        ("application/json", serde_json::to_value(RecordErrors { errors }).unwrap_or_default())
     }
 }
 
 pub(crate) fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.service(
-        web::scope("/api/v2")
-            .service(
-                resource::<Records>("/user/{user_id}/preference/", "GET, HEAD, POST, OPTIONS")
-                    .route(read().to(list))
-                    .route(web::post().to(create)),
-            )
-            .service(
-                resource::<Records>(
-                    "/user/{user_id}/preference/{id}/",
-                    "GET, HEAD, PUT, PATCH, DELETE, OPTIONS",
-                )
+    cfg.service(resource::<Records>(LIST, LIST_ALLOW).route(read().to(list)).route(web::post().to(create)))
+        .service(
+            resource::<Records>(ONE, ONE_ALLOW)
                 .route(read().to(get))
-                .route(web::put().to(update))
-                .route(web::patch().to(update))
+                .route(web::put().to(put))
+                .route(web::patch().to(patch))
                 .route(web::delete().to(delete)),
-            )
-            .default_service(web::to(|| async {
-                Err::<HttpResponse, _>(Failure::<Records>::from(Problem::NoRoute))
-            })),
-    );
+        )
+        .service(
+            web::resource("/api/v2/{tail:.*}")
+                .to(|| async { Err::<HttpResponse, _>(Failure::<Records>::from(Problem::NoRoute)) }),
+        );
 }
 
 /// `{user_id}`: an integer id or `me`; anything else names no user.
@@ -82,22 +179,6 @@ fn user_ref(segment: &str) -> Result<UserRef, Problem> {
 /// A record id: an integer, else no record.
 fn record_id(segment: &str) -> Result<PreferenceId, Problem> {
     segment.parse().map(PreferenceId).map_err(|_| Problem::Domain(Error::PreferenceNotFound))
-}
-
-fn timestamp(at: DateTime<Utc>) -> String {
-    at.to_rfc3339_opts(SecondsFormat::Micros, true)
-}
-
-/// A preference as a record.
-fn record(p: &Preference) -> Value {
-    json!({
-        "id": p.id,
-        "user_id": p.user_id,
-        "key": p.key,
-        "value": p.value,
-        "created_at": timestamp(p.created_at),
-        "last_updated_at": timestamp(p.updated_at),
-    })
 }
 
 /// The absolute URL of this request with `changes` applied to its query (`None` removes).
@@ -157,8 +238,22 @@ impl Page {
     }
 }
 
-/// `GET .../preference/`: a page of records ordered by id.
-async fn list(
+/// A page of the user's records, ordered by id.
+#[utoipa::path(get, operation_id = "record_list", path = "/api/v2/user/{user_id}/preference/", tag = "Records",
+    params(("user_id" = String, Path, description = "An integer user id, or `me`"),
+        ("limit" = Option<i64>, Query, description = "Page size: 20 by default, at most 100; not a positive integer gives 20"),
+        ("offset" = Option<i64>, Query, description = "Records to skip; not a non-negative integer gives 0"),
+        ("key" = Option<String>, Query, description = "Only the record with exactly this key"),
+        ("search" = Option<String>, Query, description = "The same as `key`")),
+    responses(
+        (status = 200, description = "A page", body = RecordPage),
+        (status = 304, description = "Not modified (If-None-Match)"),
+        (status = 412, description = "If-Match does not hold", body = RecordErrors),
+        (status = 401, description = "No valid token", body = RecordErrors),
+        (status = 404, description = "Unknown or hidden user, or not one of the user's records", body = RecordErrors),
+        (status = 503, description = "Database unavailable", body = RecordErrors)),
+    security(("bearer" = [])))]
+pub(crate) async fn list(
     auth: Authenticated<Records>,
     state: web::Data<AppState>,
     path: web::Path<String>,
@@ -170,7 +265,7 @@ async fn list(
     let matching: Vec<&Preference> =
         all.iter().filter(|p| page.key.as_deref().is_none_or(|k| p.key.as_str() == k)).collect();
     let count = matching.len();
-    let results: Vec<Value> = matching.iter().skip(page.offset).take(page.limit).map(|p| record(p)).collect();
+    let results = matching.iter().skip(page.offset).take(page.limit).map(|p| Record::from(*p)).collect();
     let next = (page.offset + page.limit < count)
         .then(|| with_query(&req, &[("limit", Some(page.limit)), ("offset", Some(page.offset + page.limit))]))
         .flatten();
@@ -180,12 +275,21 @@ async fn list(
             with_query(&req, &[("limit", Some(page.limit)), ("offset", offset)])
         })
         .flatten();
-    let page = json!({ "count": count, "next": next, "previous": previous, "results": results });
-    Ok(conditional::read_untagged(&req, &page)?)
+    Ok(conditional::read_untagged(&req, &RecordPage { count, next, previous, results })?)
 }
 
-/// `GET .../preference/{id}/`.
-async fn get(
+/// One record.
+#[utoipa::path(get, operation_id = "record_get", path = "/api/v2/user/{user_id}/preference/{id}/", tag = "Records",
+    params(("user_id" = String, Path, description = "An integer user id, or `me`"), ("id" = i64, Path, description = "The record id")),
+    responses(
+        (status = 200, description = "The record", body = Record),
+        (status = 304, description = "Not modified (If-None-Match)"),
+        (status = 412, description = "If-Match does not hold", body = RecordErrors),
+        (status = 401, description = "No valid token", body = RecordErrors),
+        (status = 404, description = "Unknown or hidden user, or not one of the user's records", body = RecordErrors),
+        (status = 503, description = "Database unavailable", body = RecordErrors)),
+    security(("bearer" = [])))]
+pub(crate) async fn get(
     auth: Authenticated<Records>,
     state: web::Data<AppState>,
     path: web::Path<(String, String)>,
@@ -194,7 +298,7 @@ async fn get(
     let (user, id) = path.into_inner();
     let target = user_ref(&user)?;
     let preference = state.service.record(&auth.actor, &target, record_id(&id)?).await?;
-    Ok(conditional::read(&req, &ETag::of_preference(&preference), &record(&preference))?)
+    Ok(conditional::read(&req, &ETag::of_preference(&preference), &Record::from(&preference))?)
 }
 
 /// The `key` and `value` members of a record body; `id`, `user_id` and the timestamps are
@@ -235,8 +339,21 @@ async fn json_body(state: &AppState, req: &HttpRequest, payload: web::Payload) -
     body::read_json(req, payload, state.service.limits().max_body_bytes).await
 }
 
-/// `POST .../preference/`: 201 with the record and its `Location`.
-async fn create(
+/// Creates a record; its key must be new for the user.
+#[utoipa::path(post, operation_id = "record_create", path = "/api/v2/user/{user_id}/preference/", tag = "Records",
+    params(("user_id" = String, Path, description = "An integer user id, or `me`")),
+    request_body(content = RecordBody, content_type = "application/json"),
+    responses(
+        (status = 201, description = "Created; `Location` names it", body = Record),
+        (status = 400, description = "Malformed JSON or an invalid field", body = RecordErrors),
+        (status = 403, description = "Staff writing another user's records", body = RecordErrors),
+        (status = 413, description = "Body over the limit", body = RecordErrors),
+        (status = 415, description = "Not application/json", body = RecordErrors),
+        (status = 401, description = "No valid token", body = RecordErrors),
+        (status = 404, description = "Unknown or hidden user, or not one of the user's records", body = RecordErrors),
+        (status = 503, description = "Database unavailable", body = RecordErrors)),
+    security(("bearer" = [])))]
+pub(crate) async fn create(
     auth: Authenticated<Records>,
     state: web::Data<AppState>,
     path: web::Path<String>,
@@ -254,29 +371,89 @@ async fn create(
         .map(String::from)
         .unwrap_or_default();
     let mut response = tagged(HttpResponse::Created(), &ETag::of_preference(&created));
-    Ok(response.insert_header((header::LOCATION, location)).json(record(&created)))
+    Ok(response.insert_header((header::LOCATION, location)).json(Record::from(&created)))
 }
 
-/// `PUT .../preference/{id}/` (key and value required) and `PATCH` (either may be absent).
-async fn update(
+/// Replaces a record's key and value (both required).
+#[utoipa::path(put, operation_id = "record_put", path = "/api/v2/user/{user_id}/preference/{id}/", tag = "Records",
+    params(("user_id" = String, Path, description = "An integer user id, or `me`"), ("id" = i64, Path, description = "The record id")),
+    request_body(content = RecordBody, content_type = "application/json"),
+    responses(
+        (status = 200, description = "The record", body = Record),
+        (status = 412, description = "If-Match does not hold", body = RecordErrors),
+        (status = 400, description = "Malformed JSON or an invalid field", body = RecordErrors),
+        (status = 403, description = "Staff writing another user's records", body = RecordErrors),
+        (status = 413, description = "Body over the limit", body = RecordErrors),
+        (status = 415, description = "Not application/json", body = RecordErrors),
+        (status = 401, description = "No valid token", body = RecordErrors),
+        (status = 404, description = "Unknown or hidden user, or not one of the user's records", body = RecordErrors),
+        (status = 503, description = "Database unavailable", body = RecordErrors)),
+    security(("bearer" = [])))]
+pub(crate) async fn put(
     auth: Authenticated<Records>,
     state: web::Data<AppState>,
     path: web::Path<(String, String)>,
     req: HttpRequest,
     payload: web::Payload,
 ) -> Result<HttpResponse, Failure<Records>> {
+    update(auth, state, path, req, payload, true).await
+}
+
+/// Changes a record's key (a rename keeps its id) and/or value.
+#[utoipa::path(patch, operation_id = "record_patch", path = "/api/v2/user/{user_id}/preference/{id}/", tag = "Records",
+    params(("user_id" = String, Path, description = "An integer user id, or `me`"), ("id" = i64, Path, description = "The record id")),
+    request_body(content = RecordBody, content_type = "application/json", description = "`key`, `value` or both"),
+    responses(
+        (status = 200, description = "The record", body = Record),
+        (status = 412, description = "If-Match does not hold", body = RecordErrors),
+        (status = 400, description = "Malformed JSON or an invalid field", body = RecordErrors),
+        (status = 403, description = "Staff writing another user's records", body = RecordErrors),
+        (status = 413, description = "Body over the limit", body = RecordErrors),
+        (status = 415, description = "Not application/json", body = RecordErrors),
+        (status = 401, description = "No valid token", body = RecordErrors),
+        (status = 404, description = "Unknown or hidden user, or not one of the user's records", body = RecordErrors),
+        (status = 503, description = "Database unavailable", body = RecordErrors)),
+    security(("bearer" = [])))]
+pub(crate) async fn patch(
+    auth: Authenticated<Records>,
+    state: web::Data<AppState>,
+    path: web::Path<(String, String)>,
+    req: HttpRequest,
+    payload: web::Payload,
+) -> Result<HttpResponse, Failure<Records>> {
+    update(auth, state, path, req, payload, false).await
+}
+
+/// `PUT` (`required`: key and value) and `PATCH` of a record.
+async fn update(
+    auth: Authenticated<Records>,
+    state: web::Data<AppState>,
+    path: web::Path<(String, String)>,
+    req: HttpRequest,
+    payload: web::Payload,
+    required: bool,
+) -> Result<HttpResponse, Failure<Records>> {
     let (user, id) = path.into_inner();
     let (target, id) = (user_ref(&user)?, record_id(&id)?);
-    let (key, value) =
-        fields(json_body(&state, &req, payload).await?, req.method() == actix_web::http::Method::PUT)?;
+    let (key, value) = fields(json_body(&state, &req, payload).await?, required)?;
     let conditions = preconditions(&req);
     let updated =
         state.service.update_record(&auth.actor, &target, id, key.as_deref(), value, &conditions).await?;
-    Ok(tagged(HttpResponse::Ok(), &ETag::of_preference(&updated)).json(record(&updated)))
+    Ok(tagged(HttpResponse::Ok(), &ETag::of_preference(&updated)).json(Record::from(&updated)))
 }
 
-/// `DELETE .../preference/{id}/`: 204.
-async fn delete(
+/// Deletes a record.
+#[utoipa::path(delete, operation_id = "record_delete", path = "/api/v2/user/{user_id}/preference/{id}/", tag = "Records",
+    params(("user_id" = String, Path, description = "An integer user id, or `me`"), ("id" = i64, Path, description = "The record id")),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 403, description = "Staff writing another user's records", body = RecordErrors),
+        (status = 412, description = "If-Match does not hold", body = RecordErrors),
+        (status = 401, description = "No valid token", body = RecordErrors),
+        (status = 404, description = "Unknown or hidden user, or not one of the user's records", body = RecordErrors),
+        (status = 503, description = "Database unavailable", body = RecordErrors)),
+    security(("bearer" = [])))]
+pub(crate) async fn delete(
     auth: Authenticated<Records>,
     state: web::Data<AppState>,
     path: web::Path<(String, String)>,

@@ -37,3 +37,6 @@ pub mod testing;
 pub use config::{Backend, SqliteSynchronous, StoreConfig};
 pub use error::StorageError;
 pub use store::DieselStore;
+
+/// A connection pool's figures: maximum size, open connections, idle ones, waiters.
+pub use deadpool::Status as PoolStatus;

@@ -16,6 +16,7 @@ use prefs_domain::{
     UserId, UserStore, Username,
 };
 
+use crate::PoolStatus;
 use crate::config::{Backend, StoreConfig};
 use crate::error::{Failure, StorageError, username_conflict};
 use crate::pool::{self, Lease, Pools, with_conn};
@@ -124,6 +125,14 @@ impl DieselStore {
             }
         };
         migrated.map_err(|source| StorageError::Migration { backend, source })
+    }
+
+    /// The connection pool's figures now, for metrics.
+    pub fn pool_status(&self) -> PoolStatus {
+        match &self.pools {
+            Pools::Sqlite(pool) => pool.status(),
+            Pools::Postgres(pool) => pool.status(),
+        }
     }
 
     /// Which database this store uses.
@@ -249,6 +258,18 @@ impl PreferenceStore for DieselStore {
                 .await
                 .optional()?;
             Ok(row.map(Preference::try_from).transpose()?)
+        })
+    }
+
+    async fn all_preferences(&self, user: UserId) -> Result<Vec<Preference>> {
+        with_conn!(self, |conn| {
+            let rows = preferences::table
+                .filter(preferences::user_id.eq(user.0))
+                .order((preferences::namespace, preferences::id))
+                .select(PreferenceRow::as_select())
+                .load(conn)
+                .await?;
+            Ok(preferences_from(rows)?)
         })
     }
 

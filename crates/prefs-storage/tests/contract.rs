@@ -72,6 +72,7 @@ contract! {
     tokio::test => remove_user_erases_every_preference_and_reports_existence,
     tokio::test => namespaces_are_ordered_by_id_and_isolated,
     tokio::test => preference_lookups_respect_user_and_namespace,
+    tokio::test => all_preferences_spans_namespaces_of_one_user,
     tokio::test => put_of_a_new_key_starts_at_version_1,
     tokio::test => put_of_an_existing_key_keeps_id_and_created_at,
     tokio::test => delete_removes_one_key_and_ignores_missing_ones,
@@ -284,6 +285,20 @@ async fn namespaces_are_ordered_by_id_and_isolated(fx: Fixture) {
         .await
         .unwrap();
     assert_eq!(*seen.lock().unwrap(), global);
+}
+
+async fn all_preferences_spans_namespaces_of_one_user(fx: Fixture) {
+    let alice = user(&fx.store, "alice").await;
+    let bob = user(&fx.store, "bob").await;
+    put(&fx.store, &alice, &client("zeta"), "z", json!(1)).await;
+    put(&fx.store, &alice, &GLOBAL, "g2", json!(2)).await;
+    put(&fx.store, &alice, &client("appA"), "a", json!(3)).await;
+    put(&fx.store, &alice, &GLOBAL, "g1", json!(4)).await;
+    put(&fx.store, &bob, &GLOBAL, "b", json!(5)).await;
+    let all = fx.store.all_preferences(alice.id).await.unwrap();
+    let seen: Vec<(&str, &str)> = all.iter().map(|p| (p.namespace.as_str(), p.key.as_str())).collect();
+    assert_eq!(seen, [("appA", "a"), ("global", "g2"), ("global", "g1"), ("zeta", "z")]);
+    assert!(fx.store.all_preferences(UserId(alice.id.0 + 1000)).await.unwrap().is_empty());
 }
 
 async fn preference_lookups_respect_user_and_namespace(fx: Fixture) {

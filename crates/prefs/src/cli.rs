@@ -45,6 +45,41 @@ pub enum Command {
     Migrate(DatabaseArgs),
     /// Mint an HS256 token with the configured secret.
     Token(TokenArgs),
+    /// Print the OpenAPI document (what `/openapi.json` serves).
+    Openapi,
+    /// Administer users.
+    Users {
+        /// What to do.
+        #[command(subcommand)]
+        command: UsersCommand,
+        /// Database options.
+        #[command(flatten)]
+        database: DatabaseArgs,
+    },
+}
+
+/// `prefs users ...`.
+#[derive(Debug, Subcommand)]
+pub enum UsersCommand {
+    /// Create a user (or rename the subject's user); prints it as JSON.
+    Add {
+        /// The subject tokens will carry in `sub`.
+        #[arg(long)]
+        subject: String,
+        /// The username.
+        #[arg(long)]
+        username: String,
+    },
+    /// Print the user and every preference of every namespace as JSON.
+    Export {
+        /// The username.
+        username: String,
+    },
+    /// Erase the user and all their preferences.
+    Remove {
+        /// The username.
+        username: String,
+    },
 }
 
 /// Options of `prefs serve`.

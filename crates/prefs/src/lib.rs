@@ -3,6 +3,7 @@
 
 pub mod cli;
 pub mod telemetry;
+pub mod users;
 
 use std::net::TcpListener;
 use std::sync::Arc;
@@ -10,7 +11,7 @@ use std::sync::Arc;
 use actix_web::{HttpServer, dev::Server, web};
 use anyhow::Context;
 use prefs_domain::{Limits, PreferenceService};
-use prefs_http::{AppState, JwtConfig, Verifier};
+use prefs_http::{AppState, JwtConfig, Metrics, PoolStats, Verifier};
 use prefs_storage::{DieselStore, StoreConfig};
 
 /// Everything `prefs serve` needs.
@@ -52,9 +53,21 @@ impl Application {
             store.migrate().await.context("running migrations")?;
         }
         tracing::info!(backend = %store.backend(), "storage ready");
+        let probe = store.clone();
+        let metrics = Metrics::new(Arc::new(move || {
+            let status = probe.pool_status();
+            PoolStats {
+                max_size: status.max_size,
+                size: status.size,
+                available: status.available,
+                waiting: status.waiting,
+            }
+        }))
+        .map_err(|e| anyhow::anyhow!("registering metrics: {e}"))?;
         let state = web::Data::new(AppState {
             service: PreferenceService::new(Arc::new(store), settings.limits),
             verifier,
+            metrics,
         });
         let listener =
             TcpListener::bind(&settings.bind).with_context(|| format!("binding {}", settings.bind))?;

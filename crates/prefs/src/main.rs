@@ -1,9 +1,13 @@
 //! The `prefs` command: parses the command line and runs the chosen subcommand.
 
+use std::sync::Arc;
+
 use clap::Parser;
-use prefs::cli::{Cli, Command, LogFormat, ServeArgs};
+use prefs::cli::{Cli, Command, DatabaseArgs, LogFormat, ServeArgs, UsersCommand};
 use prefs::{Application, telemetry};
+use prefs_domain::{Limits, PreferenceService};
 use prefs_storage::DieselStore;
+use utoipa::OpenApi;
 
 #[actix_web::main]
 async fn main() -> anyhow::Result<()> {
@@ -22,7 +26,34 @@ async fn main() -> anyhow::Result<()> {
             println!("{}", prefs_http::auth::mint(args.jwt_secret.as_bytes(), &args.claims.claims())?);
             Ok(())
         }
+        Some(Command::Openapi) => {
+            println!("{}", prefs_http::ApiDoc::openapi().to_pretty_json()?);
+            Ok(())
+        }
+        Some(Command::Users { command, database }) => users(command, &database).await,
     }
+}
+
+/// `prefs users ...`: operator commands, straight on the database (migrated first).
+async fn users(command: UsersCommand, database: &DatabaseArgs) -> anyhow::Result<()> {
+    let store = DieselStore::connect(&database.store_config()).await?;
+    store.migrate().await?;
+    let service = PreferenceService::new(Arc::new(store), Limits::default());
+    let output = match command {
+        UsersCommand::Add { subject, username } => {
+            prefs::users::user_json(&service.add_user(&subject, &username).await?)
+        }
+        UsersCommand::Export { username } => {
+            let (user, preferences) = service.export_user(&username).await?;
+            prefs::users::export_json(&user, &preferences)
+        }
+        UsersCommand::Remove { username } => {
+            let user = service.remove_user(&username).await?;
+            serde_json::json!({ "removed": prefs::users::user_json(&user) })
+        }
+    };
+    println!("{}", serde_json::to_string_pretty(&output)?);
+    Ok(())
 }
 
 async fn serve(args: &ServeArgs) -> anyhow::Result<()> {

@@ -6,6 +6,7 @@ mod conditional;
 mod edx;
 mod helpers;
 mod namespaces;
+mod openapi;
 mod ops;
 mod records;
 

@@ -1,0 +1,68 @@
+//! Prometheus metrics: requests by route pattern, method and status with a latency histogram
+//! (actix-web-prom; unmatched paths share one label value, so scanners cannot grow the label
+//! set), and the database pool's figures, sampled when `/metrics` is scraped.
+
+use std::sync::Arc;
+
+use actix_web_prom::{PrometheusMetrics, PrometheusMetricsBuilder};
+use prometheus::{Encoder, IntGauge, TextEncoder};
+
+/// The database pool's figures at one moment.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PoolStats {
+    /// The most connections the pool opens.
+    pub max_size: usize,
+    /// Connections open now.
+    pub size: usize,
+    /// Of those, idle ones.
+    pub available: usize,
+    /// Requests waiting for a connection.
+    pub waiting: usize,
+}
+
+/// Reads the pool's figures.
+pub type PoolProbe = Arc<dyn Fn() -> PoolStats + Send + Sync>;
+
+/// The metrics of one process.
+#[derive(Clone)]
+pub struct Metrics {
+    pub(crate) middleware: PrometheusMetrics,
+    pool: PoolProbe,
+    gauges: [IntGauge; 4],
+}
+
+impl Metrics {
+    /// Registers the request metrics (prefix `prefs_`) and the pool gauges.
+    ///
+    /// # Errors
+    /// When a metric cannot be registered (a name clash).
+    pub fn new(pool: PoolProbe) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
+        let middleware = PrometheusMetricsBuilder::new("prefs").mask_unmatched_patterns("UNKNOWN").build()?;
+        let gauge = |name: &str, help: &str| -> prometheus::Result<IntGauge> {
+            let gauge = IntGauge::new(name, help)?;
+            middleware.registry.register(Box::new(gauge.clone()))?;
+            Ok(gauge)
+        };
+        let gauges = [
+            gauge("prefs_db_pool_max_size", "The most database connections the pool opens")?,
+            gauge("prefs_db_pool_connections", "Database connections open")?,
+            gauge("prefs_db_pool_idle", "Database connections open and idle")?,
+            gauge("prefs_db_pool_waiting", "Requests waiting for a database connection")?,
+        ];
+        Ok(Self { middleware, pool, gauges })
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let stats = (self.pool)();
+        for (gauge, value) in
+            self.gauges.iter().zip([stats.max_size, stats.size, stats.available, stats.waiting])
+        {
+            gauge.set(i64::try_from(value).unwrap_or(i64::MAX));
+        }
+        let mut text = Vec::new();
+        // Encoding into a Vec cannot fail for well-formed metric families.
+        let _ = TextEncoder::new().encode(&self.middleware.registry.gather(), &mut text);
+        String::from_utf8(text).unwrap_or_default()
+    }
+}

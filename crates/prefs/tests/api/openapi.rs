@@ -1,0 +1,144 @@
+//! The OpenAPI document, Swagger UI and metrics (SPEC 3.6).
+
+use std::collections::BTreeSet;
+
+use prefs_http::{ApiDoc, DOCS, RESOURCES};
+use prefs_storage::Backend;
+use reqwest::{Method, StatusCode};
+use serde_json::Value;
+use utoipa::OpenApi;
+
+use crate::backend_tests;
+use crate::helpers::{spawn, token};
+
+fn document() -> Value {
+    serde_json::to_value(ApiDoc::openapi()).unwrap()
+}
+
+#[test]
+fn the_committed_document_is_what_prefs_openapi_prints() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../openapi/openapi.json");
+    let committed = std::fs::read_to_string(path).expect("openapi/openapi.json");
+    let printed = format!("{}\n", ApiDoc::openapi().to_pretty_json().unwrap());
+    assert!(
+        committed == printed,
+        "openapi/openapi.json is stale: run `cargo run --bin prefs -- openapi > openapi/openapi.json`"
+    );
+}
+
+#[test]
+fn every_route_the_app_serves_is_documented_and_nothing_else() {
+    let document = document();
+    let documented: BTreeSet<(String, String)> = document["paths"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .flat_map(|(path, item)| {
+            item.as_object().unwrap().keys().map(move |m| (path.clone(), m.to_uppercase()))
+        })
+        .collect();
+    let served: BTreeSet<(String, String)> = RESOURCES
+        .iter()
+        // The Open edX list is also served with a trailing slash: the same operations.
+        .filter(|(path, _)| !(path.starts_with("/api/user/v1/") && path.ends_with('/')))
+        .flat_map(|(path, allow)| {
+            allow
+                .split(", ")
+                .filter(|m| !matches!(*m, "HEAD" | "OPTIONS"))
+                .map(move |m| ((*path).to_owned(), m.to_owned()))
+        })
+        .collect();
+    assert_eq!(documented, served);
+    // Every operation documents its errors, has a unique id, and the API ones need the bearer token.
+    let mut ids = BTreeSet::new();
+    for (path, item) in document["paths"].as_object().unwrap() {
+        for (method, operation) in item.as_object().unwrap() {
+            assert!(ids.insert(operation["operationId"].as_str().unwrap().to_owned()), "{method} {path}");
+            let statuses: Vec<&String> = operation["responses"].as_object().unwrap().keys().collect();
+            if !matches!(path.as_str(), "/healthz" | "/metrics" | "/openapi.json" | "/readyz") {
+                for status in ["401", "404", "503"] {
+                    assert!(statuses.iter().any(|s| *s == status), "{method} {path} lacks {status}");
+                }
+                assert!(operation["security"][0]["bearer"].is_array(), "{method} {path}");
+            }
+        }
+    }
+    assert_eq!(document["components"]["securitySchemes"]["bearer"]["scheme"], "bearer");
+}
+
+backend_tests!(served_document_and_docs_page, metrics_by_route_pattern);
+
+async fn served_document_and_docs_page(backend: Backend) {
+    let app = spawn(backend).await;
+    let client = reqwest::Client::new();
+    let served: Value =
+        client.get(format!("{}/openapi.json", app.base)).send().await.unwrap().json().await.unwrap();
+    assert_eq!(served, document());
+
+    let page = client.get(format!("{}{DOCS}/", app.base)).send().await.unwrap();
+    assert_eq!(page.status(), StatusCode::OK);
+    let html = page.text().await.unwrap();
+    assert!(html.contains("swagger-ui"), "{html}");
+    // Every asset the page loads comes from this server.
+    let assets: Vec<&str> =
+        html.split(['"', '\'']).filter(|s| s.ends_with(".js") || s.ends_with(".css")).collect();
+    assert!(assets.len() >= 3, "{assets:?}");
+    for asset in assets {
+        assert!(!asset.contains("//"), "external asset {asset}");
+        let reply = client
+            .get(format!("{}{DOCS}/{}", app.base, asset.trim_start_matches("./")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(reply.status(), StatusCode::OK, "{asset}");
+    }
+    let initializer = client.get(format!("{}{DOCS}/swagger-initializer.js", app.base)).send().await.unwrap();
+    let initializer = initializer.text().await.unwrap();
+    assert!(
+        initializer.contains("/openapi.json") && initializer.contains("\"validatorUrl\": \"none\""),
+        "{initializer}"
+    );
+}
+
+/// The distinct `endpoint` label values in the metrics text.
+fn endpoints(metrics: &str) -> BTreeSet<String> {
+    metrics
+        .lines()
+        .filter(|l| l.starts_with("prefs_http_requests_total{"))
+        .filter_map(|l| l.split("endpoint=\"").nth(1)?.split('"').next().map(str::to_owned))
+        .collect()
+}
+
+async fn metrics_by_route_pattern(backend: Backend) {
+    let app = spawn(backend).await;
+    let alice = token("alice", &[]);
+    app.get("/api/user/v1/preferences/alice", &alice).await;
+    app.get("/api/user/v1/preferences/bob/k", &alice).await;
+    let metrics = |app: &crate::helpers::TestApp| {
+        let url = format!("{}/metrics", app.base);
+        async move { reqwest::get(url).await.unwrap().text().await.unwrap() }
+    };
+    let before = metrics(&app).await;
+    assert!(before.contains("prefs_http_requests_duration_seconds_bucket"), "{before}");
+    for gauge in [
+        "prefs_db_pool_max_size 8",
+        "prefs_db_pool_connections",
+        "prefs_db_pool_idle",
+        "prefs_db_pool_waiting",
+    ] {
+        assert!(before.contains(gauge), "{gauge}: {before}");
+    }
+    let known = endpoints(&before);
+    assert!(known.contains("/api/user/v1/preferences/{username}"), "{known:?}");
+    assert!(known.contains("/api/user/v1/preferences/{username}/{key}"), "{known:?}");
+
+    for i in 0..1000 {
+        let path = format!("/nope/{i}/{}", i * 7919 % 1013);
+        let reply = app.send(Method::GET, &path, None, None, None).await;
+        assert_eq!(reply.status, StatusCode::NOT_FOUND);
+    }
+    let after = endpoints(&metrics(&app).await);
+    let new: Vec<&String> = after.difference(&known).collect();
+    assert!(new.len() <= 2, "unmatched paths made new label values: {new:?}");
+    assert!(after.iter().all(|e| !e.starts_with("/nope")), "{after:?}");
+}
