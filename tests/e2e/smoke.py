@@ -178,6 +178,38 @@ def cli(binary, database_url, label):
     claims = jwt.decode(out.stdout.strip(), SECRET, algorithms=["HS256"])
     check(f"{label} cli token", claims["sub"] == "sub-carol" and claims["roles"] == ["staff"] and
           0 < claims["exp"] - time.time() <= 300, out.stdout)
+    db = ["--database-url", database_url]
+    out = subprocess.run([binary, "users", "add", "--subject", "sub-dora", "--username", "dora", *db],
+                         capture_output=True, text=True, timeout=60)
+    added = json.loads(out.stdout) if out.returncode == 0 else {}
+    check(f"{label} cli users add", added.get("username") == "dora" and added.get("subject") == "sub-dora", out.stderr)
+    return added
+
+
+def users_export_and_remove(binary, database_url, server, label):
+    """Export, remove (the right to be forgotten), export again; the service forgets the user too."""
+    dora = token("dora", scopes=["user:preferences:read", "user:preferences:write"], client="appA")
+    server.call("PUT", "/api/user/v1/preferences/dora/pref-lang", dora, "fr")
+    server.call("PUT", "/preferences/appA", dora, {"theme": {"dark": True}})
+    db = ["--database-url", database_url]
+    run = lambda *args: subprocess.run([binary, "users", *args, *db], capture_output=True, text=True, timeout=60)
+    out = run("export", "dora")
+    exported = json.loads(out.stdout) if out.returncode == 0 else {}
+    namespaces = exported.get("namespaces", {})
+    check(f"{label} users export", exported.get("user", {}).get("username") == "dora" and
+          namespaces.get("global", {}).get("pref-lang", {}).get("value") == "fr" and
+          namespaces.get("appA", {}).get("theme", {}).get("value") == {"dark": True}, out.stdout + out.stderr)
+    out = run("remove", "dora")
+    check(f"{label} users remove", out.returncode == 0 and json.loads(out.stdout)["removed"]["username"] == "dora",
+          out.stderr)
+    out = run("export", "dora")
+    check(f"{label} users export after remove fails", out.returncode != 0, out.stdout)
+    check(f"{label} users remove twice fails", run("remove", "dora").returncode != 0)
+    r = server.call("GET", "/preferences/appA", dora)
+    check(f"{label} removed user starts afresh", r.status_code == 200 and r.json() == {}, r.text)
+
+
+def refuses_without_key(binary, database_url, label):
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFS_JWT")}
     out = subprocess.run([binary, "serve", "--bind", "127.0.0.1:0", "--database-url", database_url],
                          env=env, capture_output=True, text=True, timeout=60)
@@ -187,11 +219,13 @@ def cli(binary, database_url, label):
 
 def run_backend(binary, database_url, label):
     cli(binary, database_url, label)
+    refuses_without_key(binary, database_url, label)
     server = Server(binary, database_url)
     try:
         edx(server, label)
         records(server, label)
         namespaces(server, label)
+        users_export_and_remove(binary, database_url, server, label)
         r = requests.get(server.base + "/healthz", timeout=TIMEOUT)
         check(f"{label} healthz", r.status_code == 200 and len(r.headers.get("Request-Id", "")) == 20)
     finally:

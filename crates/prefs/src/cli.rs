@@ -48,14 +48,8 @@ pub enum Command {
     /// Print the OpenAPI document (what `/openapi.json` serves).
     Openapi,
     /// Administer users.
-    Users {
-        /// What to do.
-        #[command(subcommand)]
-        command: UsersCommand,
-        /// Database options.
-        #[command(flatten)]
-        database: DatabaseArgs,
-    },
+    #[command(subcommand)]
+    Users(UsersCommand),
 }
 
 /// `prefs users ...`.
@@ -69,17 +63,37 @@ pub enum UsersCommand {
         /// The username.
         #[arg(long)]
         username: String,
+        /// Database options.
+        #[command(flatten)]
+        database: DatabaseArgs,
     },
     /// Print the user and every preference of every namespace as JSON.
     Export {
         /// The username.
         username: String,
+        /// Database options.
+        #[command(flatten)]
+        database: DatabaseArgs,
     },
     /// Erase the user and all their preferences.
     Remove {
         /// The username.
         username: String,
+        /// Database options.
+        #[command(flatten)]
+        database: DatabaseArgs,
     },
+}
+
+impl UsersCommand {
+    /// The database the command works on.
+    pub fn database(&self) -> &DatabaseArgs {
+        match self {
+            Self::Add { database, .. } | Self::Export { database, .. } | Self::Remove { database, .. } => {
+                database
+            }
+        }
+    }
 }
 
 /// Options of `prefs serve`.

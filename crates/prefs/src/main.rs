@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use clap::Parser;
-use prefs::cli::{Cli, Command, DatabaseArgs, LogFormat, ServeArgs, UsersCommand};
+use prefs::cli::{Cli, Command, LogFormat, ServeArgs, UsersCommand};
 use prefs::{Application, telemetry};
 use prefs_domain::{Limits, PreferenceService};
 use prefs_storage::DieselStore;
@@ -30,24 +30,24 @@ async fn main() -> anyhow::Result<()> {
             println!("{}", prefs_http::ApiDoc::openapi().to_pretty_json()?);
             Ok(())
         }
-        Some(Command::Users { command, database }) => users(command, &database).await,
+        Some(Command::Users(command)) => users(command).await,
     }
 }
 
 /// `prefs users ...`: operator commands, straight on the database (migrated first).
-async fn users(command: UsersCommand, database: &DatabaseArgs) -> anyhow::Result<()> {
-    let store = DieselStore::connect(&database.store_config()).await?;
+async fn users(command: UsersCommand) -> anyhow::Result<()> {
+    let store = DieselStore::connect(&command.database().store_config()).await?;
     store.migrate().await?;
     let service = PreferenceService::new(Arc::new(store), Limits::default());
     let output = match command {
-        UsersCommand::Add { subject, username } => {
+        UsersCommand::Add { subject, username, .. } => {
             prefs::users::user_json(&service.add_user(&subject, &username).await?)
         }
-        UsersCommand::Export { username } => {
+        UsersCommand::Export { username, .. } => {
             let (user, preferences) = service.export_user(&username).await?;
             prefs::users::export_json(&user, &preferences)
         }
-        UsersCommand::Remove { username } => {
+        UsersCommand::Remove { username, .. } => {
             let user = service.remove_user(&username).await?;
             serde_json::json!({ "removed": prefs::users::user_json(&user) })
         }
