@@ -3,10 +3,10 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 CARGO ?= cargo
 
-.PHONY: help run build release test test-rust test-e2e lint fmt pg-start pg-stop doc
+.PHONY: help run build release test test-rust e2e-deps test-smoke test-api-fuzz test-docs test-reliability lint fmt pg-start pg-stop doc
 
 help: ## List the targets
-	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-17s %s\n", $$1, $$2}'
 
 run: ## Build and start `prefs serve --dev` on sqlite://prefs.db (prints demo tokens)
 	$(CARGO) run --release --bin prefs -- serve --dev
@@ -17,16 +17,31 @@ build: ## Debug build of the workspace
 release: ## Release build of the binary
 	$(CARGO) build --release --bin prefs
 
-test: lint ## The whole suite: lint, cargo tests and the end-to-end check, on SQLite and a throwaway PostgreSQL
+test: lint ## The whole suite: lint, cargo tests, then the release binary black-box, on SQLite and a throwaway PostgreSQL
 	$(MAKE) test-rust
-	$(MAKE) test-e2e
+	$(MAKE) test-smoke
+	$(MAKE) test-api-fuzz
+	$(MAKE) test-docs
+	$(MAKE) test-reliability
 
 test-rust: ## cargo test on both backends (starts the throwaway PostgreSQL)
 	PREFS_TEST_POSTGRES_URL="$$(tests/postgres.sh start | tail -n 1)" $(CARGO) test --workspace --all-features
 
-test-e2e: release ## The release binary, black-box, from Python (requests + PyJWT)
+e2e-deps: ## Python packages of the black-box tests (requests, PyJWT, schemathesis, playwright)
 	python3 -m pip install --quiet --disable-pip-version-check -r tests/e2e/requirements.txt
+
+test-smoke: release e2e-deps ## The release binary through all three dialects and the CLI, from Python
 	python3 tests/e2e/smoke.py target/release/prefs "$$(tests/postgres.sh start | tail -n 1)"
+
+test-api-fuzz: release e2e-deps ## schemathesis against the served OpenAPI document: no 5xx, no answer off the document
+	cd tests/e2e && python3 api_fuzz.py ../../target/release/prefs "$$(../postgres.sh start | tail -n 1)"
+
+test-docs: release e2e-deps ## Swagger UI at /docs/ in headless Chromium (Debian's): no failed or outside request, every operation, Try it out
+	test -x /usr/bin/chromium || { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium; }
+	python3 tests/e2e/docs_ui.py target/release/prefs /usr/bin/chromium /tmp/docs.png
+
+test-reliability: release e2e-deps ## Crash, outage, lost updates, two instances, slow clients, SIGTERM (own PostgreSQL on 55442)
+	python3 tests/e2e/reliability.py target/release/prefs
 
 lint: ## rustfmt, clippy and rustdoc, warnings are errors
 	$(CARGO) fmt --all --check
@@ -44,3 +59,7 @@ pg-stop: ## Stop and remove it
 
 doc: ## API docs of the crates
 	$(CARGO) doc --workspace --no-deps --open
+
+.PHONY: bench
+bench: ## Benchmarks vs the framework ceiling and the storage engine, SQLite and PostgreSQL (see BENCHMARKS.md)
+	bench/run.sh

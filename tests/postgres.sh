@@ -1,17 +1,21 @@
 #!/usr/bin/env bash
-# A throwaway PostgreSQL for the tests (fsync off: never for real data).
+# A throwaway PostgreSQL for the tests (fsync off unless PREFS_PG_FSYNC=on: never for real data).
 #
 #   tests/postgres.sh start   install PostgreSQL if missing (Debian, as root), create the cluster if
 #                             needed and start it; the last line on stdout is the admin URL, e.g.
 #                             postgres://postgres@127.0.0.1:55432/postgres
 #   tests/postgres.sh url     print that URL
+#   tests/postgres.sh halt    stop the server (pg_ctl stop -m fast) but keep the cluster: a later
+#                             `start` restarts it with its data (the reliability tests' outage)
 #   tests/postgres.sh stop    stop the server and delete the cluster
 #
 # Then: PREFS_TEST_POSTGRES_URL=$(tests/postgres.sh start | tail -n1) cargo test --all-features
 #
 # Settings: PREFS_PG_PORT (default 55432), PREFS_PG_DIR (default ${TMPDIR:-/tmp}/prefs-pg-<port>; the
 # server runs as the `postgres` user when started by root, so every parent directory must be
-# traversable by that user). Authentication is `trust`, and the server listens on 127.0.0.1 only.
+# traversable by that user), PREFS_PG_FSYNC (default off; `on` for a durable server: fsync,
+# synchronous_commit and full_page_writes on, as the crash and outage tests want). Authentication
+# is `trust`, and the server listens on 127.0.0.1 only.
 set -euo pipefail
 
 PORT="${PREFS_PG_PORT:-55432}"
@@ -78,12 +82,26 @@ start() {
     fi
     log "starting on 127.0.0.1:$PORT"
     local options="-p $PORT -k $DIR -c listen_addresses=127.0.0.1 -c max_connections=300"
-    options+=" -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+    if [[ "${PREFS_PG_FSYNC:-off}" == on ]]; then
+        options+=" -c fsync=on -c synchronous_commit=on -c full_page_writes=on"
+    else
+        options+=" -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+    fi
     if ! as_owner "$BIN/pg_ctl" -D "$DIR" -l "$DIR/server.log" -w -t 60 -o "$options" start >&2; then
         tail -n 20 "$DIR/server.log" >&2 || true
         die "the server did not start (is port $PORT taken? set PREFS_PG_PORT)"
     fi
     echo "$URL"
+}
+
+halt() {
+    BIN="$(find_bindir)"
+    if [[ -n "$BIN" ]] && running; then
+        as_owner "$BIN/pg_ctl" -D "$DIR" -m fast -w -t 60 stop >&2
+        log "halted; the cluster stays in $DIR"
+    else
+        log "not running in $DIR"
+    fi
 }
 
 stop() {
@@ -97,7 +115,8 @@ stop() {
 
 case "${1:-}" in
     start) start ;;
+    halt) halt ;;
     stop) stop ;;
     url) echo "$URL" ;;
-    *) die "usage: $0 start|stop|url" ;;
+    *) die "usage: $0 start|halt|stop|url" ;;
 esac

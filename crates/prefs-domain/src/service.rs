@@ -260,9 +260,9 @@ impl PreferenceService {
     /// Deletes one key.
     ///
     /// # Errors
-    /// As [`PreferenceService::namespace`] for writing; [`Error::PreconditionFailed`] as
-    /// [`PreferenceService::put`], checked first; [`Error::PreferenceNotFound`] when the key is
-    /// invalid or not set (nothing is written then).
+    /// [`Error::Invalid`] for an invalid key; as [`PreferenceService::namespace`] for writing;
+    /// [`Error::PreconditionFailed`] as [`PreferenceService::put`], checked before
+    /// [`Error::PreferenceNotFound`] when the key is not set (nothing is written then).
     pub async fn delete(
         &self,
         actor: &Actor,
@@ -271,9 +271,9 @@ impl PreferenceService {
         key: &str,
         conditions: &Preconditions,
     ) -> Result<()> {
-        let key = parse_key(key).ok();
+        let key = parse_key(key)?;
         self.write(actor, target, namespace, &|current| {
-            let found = current.iter().find(|p| Some(&p.key) == key.as_ref());
+            let found = current.iter().find(|p| p.key == key);
             conditions.check_write(found.map(ETag::of_preference).as_ref())?;
             let found = found.ok_or(Error::PreferenceNotFound)?;
             Ok(vec![Change::Delete { key: found.key.clone() }])

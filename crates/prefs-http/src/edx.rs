@@ -15,6 +15,7 @@ use crate::auth::Authenticated;
 use crate::body::{self, JSON, MERGE_PATCH};
 use crate::conditional::{self, preconditions, tagged};
 use crate::error::{Dialect, Failure, Problem};
+use crate::openapi::{EdxPatch, EdxValue};
 use crate::{AppState, read, resource};
 
 /// The list resource, without and with the trailing slash Open edX clients and documents use.
@@ -27,11 +28,22 @@ pub(crate) const ONE_ALLOW: &str = "GET, HEAD, PUT, DELETE, OPTIONS";
 
 /// An Open edX error.
 #[derive(Debug, Serialize, ToSchema)]
+#[schema(example = json!({"developer_message": "No such user.", "user_message": "Not found."}))]
 pub struct EdxMessage {
     /// What a developer should know.
     pub developer_message: String,
     /// What an end user may be shown.
     pub user_message: String,
+}
+
+/// An Open edX error body.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(untagged)]
+pub enum EdxError {
+    /// Validation errors naming members.
+    Fields(EdxFieldErrors),
+    /// Anything else.
+    Message(EdxMessage),
 }
 
 /// Open edX validation errors, one per bad member.
@@ -57,17 +69,15 @@ impl Dialect for Edx {
                     .iter()
                     .map(|e| (e.field.clone(), message(&e.developer_message, &e.user_message)))
                     .collect();
-                serde_json::to_value(EdxFieldErrors { field_errors })
+                EdxError::Fields(EdxFieldErrors { field_errors })
             }
-            Problem::Flat(error) => {
-                serde_json::to_value(message(&error.developer_message, &error.user_message))
-            }
+            Problem::Flat(error) => EdxError::Message(message(&error.developer_message, &error.user_message)),
             Problem::Domain(Error::Invalid(errors)) => {
-                serde_json::to_value(message(&errors[0].developer_message, &errors[0].user_message))
+                EdxError::Message(message(&errors[0].developer_message, &errors[0].user_message))
             }
-            other => serde_json::to_value(message(&other.message(), user_message(status))),
+            other => EdxError::Message(message(&other.message(), user_message(status))),
         };
-        ("application/json", body.unwrap_or_default())
+        ("application/json", serde_json::to_value(body).unwrap_or_default())
     }
 }
 
@@ -117,7 +127,10 @@ fn as_edx_string(preference: Preference) -> String {
     }
 }
 
-/// Every global preference of the user as `{"key": "value"}` (also served with a trailing slash).
+/// Every global preference of the user.
+///
+/// The answer is an object of string values, `{"key": "value"}`. The same operation is served with
+/// a trailing slash.
 #[utoipa::path(get, operation_id = "edx_get_all", path = "/api/user/v1/preferences/{username}", tag = "Open edX",
     params(("username" = String, Path, description = "The user, percent-encoded")),
     responses(
@@ -145,15 +158,16 @@ pub(crate) async fn get_all(
     Ok(conditional::read(&req, &etag, &map)?)
 }
 
-/// Sets and deletes several preferences at once: an RFC 7396 merge patch of string values,
-/// `null` deletes; all or nothing.
+/// Sets and deletes several preferences at once.
+///
+/// An RFC 7396 merge patch of string values: `null` deletes; all or nothing.
 #[utoipa::path(patch, operation_id = "edx_patch", path = "/api/user/v1/preferences/{username}", tag = "Open edX",
     params(("username" = String, Path, description = "The user, percent-encoded")),
-    request_body(content = BTreeMap<String, Option<String>>, content_type = "application/merge-patch+json",
+    request_body(content = EdxPatch, content_type = "application/merge-patch+json",
         example = json!({"pref-lang": "fr", "old-key": null})),
     responses(
         (status = 204, description = "Written"),
-        (status = 400, description = "Malformed JSON, no data, or invalid members", body = EdxFieldErrors,
+        (status = 400, description = "Malformed JSON, no data, or invalid members", body = EdxError,
             example = json!({"field_errors": {"time_zone": {"developer_message": "Value 'Mars/Base' not valid for preference 'time_zone': Not in timezone set.", "user_message": "Value 'Mars/Base' is not a valid time zone selection."}}})),
         (status = 401, description = "No valid token", body = EdxMessage),
         (status = 403, description = "Staff writing another user's preferences", body = EdxMessage),
@@ -181,12 +195,14 @@ pub(crate) async fn patch(
     Ok(tagged(HttpResponse::NoContent(), &ETag::of_namespace(&after)).finish())
 }
 
-/// One preference: its value as a JSON string.
+/// One preference.
+///
+/// The answer is the value as a JSON string.
 #[utoipa::path(get, operation_id = "edx_get_one", path = "/api/user/v1/preferences/{username}/{key}", tag = "Open edX",
     params(("username" = String, Path, description = "The user, percent-encoded"),
         ("key" = String, Path, description = "The preference key", pattern = "^[A-Za-z0-9_.:-]{1,255}$")),
     responses(
-        (status = 200, description = "The value", body = String, example = json!("fr")),
+        (status = 200, description = "The value", body = String, content_type = "application/json", example = json!("fr")),
         (status = 304, description = "Not modified (If-None-Match)"),
         (status = 401, description = "No valid token", body = EdxMessage),
         (status = 404, description = "Unknown or hidden user, or unknown key", body = EdxMessage),
@@ -206,12 +222,14 @@ pub(crate) async fn get_one(
     Ok(conditional::read(&req, &etag, &as_edx_string(preference))?)
 }
 
-/// Creates or updates one preference. The body is the JSON value: a string (trimmed) or a number
-/// (stored as its string form). Errors are flat.
+/// Creates or updates one preference.
+///
+/// The body is the JSON value: a string (trimmed) or a number (stored as its string form). Errors
+/// are flat.
 #[utoipa::path(put, operation_id = "edx_put", path = "/api/user/v1/preferences/{username}/{key}", tag = "Open edX",
     params(("username" = String, Path, description = "The user, percent-encoded"),
         ("key" = String, Path, description = "The preference key", pattern = "^[A-Za-z0-9_.:-]{1,255}$")),
-    request_body(content = String, content_type = "application/json", example = json!("en")),
+    request_body(content = EdxValue, content_type = "application/json", example = json!("en")),
     responses(
         (status = 204, description = "Written"),
         (status = 400, description = "Malformed JSON, invalid key or value", body = EdxMessage,
@@ -235,10 +253,6 @@ pub(crate) async fn put(
     let target = owner(&state, &auth, username).await?;
     body::require_content_type(&req, JSON)?;
     let body = body::read_json(&req, payload, state.service.limits().max_body_bytes).await?;
-    let flat = |error: Error| match error {
-        Error::Invalid(mut errors) if !errors.is_empty() => Problem::Flat(errors.swap_remove(0)),
-        other => Problem::Domain(other),
-    };
     let key_checked = prefs_domain::merge_patch::parse_key(&key).map_err(Problem::Flat)?;
     let value = edx::normalize_value(key_checked.as_str(), &body).map_err(Problem::Flat)?;
     let stored = state
@@ -252,9 +266,10 @@ pub(crate) async fn put(
 /// Deletes one preference.
 #[utoipa::path(delete, operation_id = "edx_delete", path = "/api/user/v1/preferences/{username}/{key}", tag = "Open edX",
     params(("username" = String, Path, description = "The user, percent-encoded"),
-        ("key" = String, Path, description = "The preference key")),
+        ("key" = String, Path, description = "The preference key", pattern = "^[A-Za-z0-9_.:-]{1,255}$")),
     responses(
         (status = 204, description = "Deleted"),
+        (status = 400, description = "Invalid key", body = EdxMessage),
         (status = 401, description = "No valid token", body = EdxMessage),
         (status = 403, description = "Staff writing another user's preferences", body = EdxMessage),
         (status = 404, description = "Unknown or hidden user, or the key is not set", body = EdxMessage),
@@ -269,8 +284,20 @@ pub(crate) async fn delete(
 ) -> Result<HttpResponse, Failure<Edx>> {
     let (username, key) = path.into_inner();
     let target = UserRef::Username(username);
-    state.service.delete(&auth.actor, &target, &Namespace::Global, &key, &preconditions(&req)).await?;
+    state
+        .service
+        .delete(&auth.actor, &target, &Namespace::Global, &key, &preconditions(&req))
+        .await
+        .map_err(flat)?;
     Ok(HttpResponse::NoContent().finish())
+}
+
+/// The single-preference routes answer validation errors flat, not as `field_errors`.
+fn flat(error: Error) -> Problem {
+    match error {
+        Error::Invalid(mut errors) if !errors.is_empty() => Problem::Flat(errors.swap_remove(0)),
+        other => Problem::Domain(other),
+    }
 }
 
 /// Resolves the user a write is for before the body is looked at, so that a hidden user is a 404

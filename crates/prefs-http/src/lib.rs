@@ -78,6 +78,7 @@ pub fn app(
     App::new()
         .app_data(state)
         .service(docs)
+        .service(web::redirect(DOCS, format!("{DOCS}/")))
         .configure(edx::routes)
         .configure(records::routes)
         .configure(namespaces::routes)

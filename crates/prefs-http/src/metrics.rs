@@ -37,7 +37,11 @@ impl Metrics {
     /// # Errors
     /// When a metric cannot be registered (a name clash).
     pub fn new(pool: PoolProbe) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
-        let middleware = PrometheusMetricsBuilder::new("prefs").mask_unmatched_patterns("UNKNOWN").build()?;
+        let middleware = PrometheusMetricsBuilder::new("prefs")
+            .mask_unmatched_patterns("UNKNOWN")
+            // Swagger UI's assets sit behind one catch-all pattern the middleware cannot label.
+            .exclude_regex(format!("^{}", crate::DOCS))
+            .build()?;
         let gauge = |name: &str, help: &str| -> prometheus::Result<IntGauge> {
             let gauge = IntGauge::new(name, help)?;
             middleware.registry.register(Box::new(gauge.clone()))?;

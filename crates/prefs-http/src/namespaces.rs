@@ -12,6 +12,7 @@ use crate::body::{self, JSON, MERGE_PATCH};
 use crate::conditional::{self, preconditions, tagged};
 use crate::error::{Dialect, Failure, Problem};
 use crate::jsonapi::{self, JsonApiErrors, MEDIA_TYPE};
+use crate::openapi::{NamespaceBody, PreferenceJson};
 use crate::{AppState, read, resource};
 
 /// A client's namespace.
@@ -94,7 +95,9 @@ async fn object_body(
     }
 }
 
-/// The user's namespace of this client as one object, `{}` if never set.
+/// The user's namespace of this client.
+///
+/// One JSON object, `{}` if never set.
 #[utoipa::path(get, operation_id = "namespace_get_all", path = "/preferences/{client_id}", tag = "Client namespaces", params(("client_id" = String, Path, description = "The client application's id", pattern = "^[A-Za-z0-9._-]{1,128}$"), ("user_id" = Option<i64>, Query, description = "Act for this user (admin: read and write; staff: read)")),
     responses(
         (status = 200, description = "The namespace", body = Object, example = json!({"sidebar": {"open": true}, "recent": ["a"]})),
@@ -118,9 +121,11 @@ pub(crate) async fn get_all(
     Ok(conditional::read(&req, &etag, &object(preferences))?)
 }
 
-/// Replaces the whole namespace; a `null` member means the key is absent.
+/// Replaces the whole namespace.
+///
+/// A `null` member means the key is absent.
 #[utoipa::path(put, operation_id = "namespace_put_all", path = "/preferences/{client_id}", tag = "Client namespaces", params(("client_id" = String, Path, description = "The client application's id", pattern = "^[A-Za-z0-9._-]{1,128}$"), ("user_id" = Option<i64>, Query, description = "Act for this user (admin: read and write; staff: read)")),
-    request_body(content = Object, content_type = "application/json", example = json!({"sidebar": {"open": true}})),
+    request_body(content = NamespaceBody, content_type = "application/json", example = json!({"sidebar": {"open": true}})),
     responses(
         (status = 204, description = "Replaced"),
         (status = 400, description = "Malformed JSON, not an object, or an invalid key", body = JsonApiErrors, content_type = "application/vnd.api+json"),
@@ -146,10 +151,12 @@ pub(crate) async fn put_all(
     Ok(tagged(HttpResponse::NoContent(), &ETag::of_namespace(&after)).finish())
 }
 
-/// An RFC 7396 merge patch of the namespace (`null` deletes, objects merge); answers the merged
-/// object. An extension of PACE's API.
+/// Merges a patch into the namespace.
+///
+/// An RFC 7396 merge patch: `null` deletes, objects merge. Answers the merged object. An extension
+/// of PACE's API.
 #[utoipa::path(patch, operation_id = "namespace_patch", path = "/preferences/{client_id}", tag = "Client namespaces", params(("client_id" = String, Path, description = "The client application's id", pattern = "^[A-Za-z0-9._-]{1,128}$"), ("user_id" = Option<i64>, Query, description = "Act for this user (admin: read and write; staff: read)")),
-    request_body(content = Object, content_type = "application/merge-patch+json", example = json!({"sidebar": {"width": null}})),
+    request_body(content = NamespaceBody, content_type = "application/merge-patch+json", example = json!({"sidebar": {"width": null}})),
     responses(
         (status = 200, description = "The merged namespace", body = Object),
         (status = 400, description = "Malformed JSON, not an object, or an invalid key", body = JsonApiErrors, content_type = "application/vnd.api+json"),
@@ -201,7 +208,7 @@ pub(crate) async fn delete_all(
 /// One member's value. An extension of PACE's API.
 #[utoipa::path(get, operation_id = "namespace_get_one", path = "/preferences/{client_id}/{key}", tag = "Client namespaces", params(("client_id" = String, Path, description = "The client application's id", pattern = "^[A-Za-z0-9._-]{1,128}$"), ("key" = String, Path, description = "The member", pattern = "^[A-Za-z0-9_.:-]{1,255}$"), ("user_id" = Option<i64>, Query, description = "Act for this user (admin: read and write; staff: read)")),
     responses(
-        (status = 200, description = "The value (any JSON)", body = serde_json::Value),
+        (status = 200, description = "The value (any JSON)", body = PreferenceJson),
         (status = 304, description = "Not modified (If-None-Match)"),
         (status = 401, description = "No valid token", body = JsonApiErrors, content_type = "application/vnd.api+json"),
         (status = 403, description = "Missing scope, or another client's namespace without its scope", body = JsonApiErrors, content_type = "application/vnd.api+json"),
@@ -222,9 +229,11 @@ pub(crate) async fn get_one(
     Ok(conditional::read(&req, &ETag::of_preference(&preference), &preference.value)?)
 }
 
-/// Sets one member to the body (any JSON but `null`). An extension of PACE's API.
+/// Sets one member.
+///
+/// The body is the value: any JSON but `null`. An extension of PACE's API.
 #[utoipa::path(put, operation_id = "namespace_put_one", path = "/preferences/{client_id}/{key}", tag = "Client namespaces", params(("client_id" = String, Path, description = "The client application's id", pattern = "^[A-Za-z0-9._-]{1,128}$"), ("key" = String, Path, description = "The member", pattern = "^[A-Za-z0-9_.:-]{1,255}$"), ("user_id" = Option<i64>, Query, description = "Act for this user (admin: read and write; staff: read)")),
-    request_body(content = serde_json::Value, content_type = "application/json", example = json!("dark")),
+    request_body(content = PreferenceJson, content_type = "application/json", example = json!("dark")),
     responses(
         (status = 204, description = "Written"),
         (status = 400, description = "Malformed JSON, not an object, or an invalid key", body = JsonApiErrors, content_type = "application/vnd.api+json"),
@@ -252,10 +261,13 @@ pub(crate) async fn put_one(
     Ok(tagged(HttpResponse::NoContent(), &ETag::of_preference(&stored)).finish())
 }
 
-/// Removes one member; 204 also when it was not set. An extension of PACE's API.
+/// Removes one member.
+///
+/// 204 also when it was not set. An extension of PACE's API.
 #[utoipa::path(delete, operation_id = "namespace_delete_one", path = "/preferences/{client_id}/{key}", tag = "Client namespaces", params(("client_id" = String, Path, description = "The client application's id", pattern = "^[A-Za-z0-9._-]{1,128}$"), ("key" = String, Path, description = "The member", pattern = "^[A-Za-z0-9_.:-]{1,255}$"), ("user_id" = Option<i64>, Query, description = "Act for this user (admin: read and write; staff: read)")),
     responses(
         (status = 204, description = "Removed"),
+        (status = 400, description = "Invalid key", body = JsonApiErrors, content_type = "application/vnd.api+json"),
         (status = 401, description = "No valid token", body = JsonApiErrors, content_type = "application/vnd.api+json"),
         (status = 403, description = "Missing scope, or another client's namespace without its scope", body = JsonApiErrors, content_type = "application/vnd.api+json"),
         (status = 404, description = "`global`, or another user without a role", body = JsonApiErrors, content_type = "application/vnd.api+json"),

@@ -44,8 +44,10 @@ pub(crate) async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, F
     Ok(HttpResponse::Ok().json(Status { status: "ready" }))
 }
 
-/// Prometheus metrics: `prefs_http_requests_total` and `prefs_http_requests_duration_seconds` by
-/// route pattern, method and status (unmatched paths are `UNKNOWN`), and the database pool.
+/// Prometheus metrics.
+///
+/// `prefs_http_requests_total` and `prefs_http_requests_duration_seconds` by route pattern, method
+/// and status (unmatched paths are `UNKNOWN`), and the database pool's figures.
 #[utoipa::path(get, operation_id = "ops_metrics", path = "/metrics", tag = "Operations",
     responses((status = 200, description = "Prometheus text format", body = String, content_type = "text/plain; version=0.0.4")))]
 pub(crate) async fn metrics(state: web::Data<AppState>) -> HttpResponse {

@@ -15,6 +15,7 @@ use crate::auth::Authenticated;
 use crate::body::{self, JSON};
 use crate::conditional::{self, preconditions, tagged};
 use crate::error::{Dialect, Failure, Problem};
+use crate::openapi::PreferenceJson;
 use crate::{AppState, read, resource};
 
 /// The list resource.
@@ -36,6 +37,7 @@ pub struct Record {
     /// 1 to 255 characters from `[A-Za-z0-9_.:-]`.
     pub key: String,
     /// Any JSON but `null`.
+    #[schema(value_type = PreferenceJson)]
     pub value: Value,
     /// RFC 3339, UTC.
     #[schema(format = DateTime)]
@@ -72,8 +74,8 @@ pub struct RecordPage {
     pub results: Vec<Record>,
 }
 
-/// A record body. For `PUT` and `POST` both members are required; for `PATCH` either may be
-/// absent. `id`, `user_id` and the timestamps are read-only and ignored.
+/// A record `POST` or `PUT` body: both members are required. `id`, `user_id` and the timestamps
+/// are read-only and ignored.
 #[derive(Debug, Serialize, ToSchema)]
 #[schema(example = json!({"key": "layout", "value": {"columns": 2}}))]
 pub struct RecordBody {
@@ -81,7 +83,20 @@ pub struct RecordBody {
     #[schema(pattern = "^[A-Za-z0-9_.:-]{1,255}$")]
     pub key: String,
     /// Any JSON but `null`.
+    #[schema(value_type = PreferenceJson)]
     pub value: Value,
+}
+
+/// A record `PATCH` body: a new key (a rename), a new value, or both.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(example = json!({"value": {"columns": 3}}))]
+pub struct RecordPatch {
+    /// 1 to 255 characters from `[A-Za-z0-9_.:-]`, unique per user.
+    #[schema(pattern = "^[A-Za-z0-9_.:-]{1,255}$")]
+    pub key: Option<String>,
+    /// Any JSON but `null`.
+    #[schema(value_type = Option<PreferenceJson>)]
+    pub value: Option<Value>,
 }
 
 /// One message of a record-dialect error.
@@ -241,8 +256,8 @@ impl Page {
 /// A page of the user's records, ordered by id.
 #[utoipa::path(get, operation_id = "record_list", path = "/api/v2/user/{user_id}/preference/", tag = "Records",
     params(("user_id" = String, Path, description = "An integer user id, or `me`"),
-        ("limit" = Option<i64>, Query, description = "Page size: 20 by default, at most 100; not a positive integer gives 20"),
-        ("offset" = Option<i64>, Query, description = "Records to skip; not a non-negative integer gives 0"),
+        ("limit" = Option<String>, Query, description = "Page size: 20 by default, at most 100; anything but a positive integer gives 20"),
+        ("offset" = Option<String>, Query, description = "Records to skip; anything but a non-negative integer gives 0"),
         ("key" = Option<String>, Query, description = "Only the record with exactly this key"),
         ("search" = Option<String>, Query, description = "The same as `key`")),
     responses(
@@ -266,8 +281,9 @@ pub(crate) async fn list(
         all.iter().filter(|p| page.key.as_deref().is_none_or(|k| p.key.as_str() == k)).collect();
     let count = matching.len();
     let results = matching.iter().skip(page.offset).take(page.limit).map(|p| Record::from(*p)).collect();
-    let next = (page.offset + page.limit < count)
-        .then(|| with_query(&req, &[("limit", Some(page.limit)), ("offset", Some(page.offset + page.limit))]))
+    let after = page.offset.saturating_add(page.limit);
+    let next = (after < count)
+        .then(|| with_query(&req, &[("limit", Some(page.limit)), ("offset", Some(after))]))
         .flatten();
     let previous = (page.offset > 0)
         .then(|| {
@@ -402,7 +418,7 @@ pub(crate) async fn put(
 /// Changes a record's key (a rename keeps its id) and/or value.
 #[utoipa::path(patch, operation_id = "record_patch", path = "/api/v2/user/{user_id}/preference/{id}/", tag = "Records",
     params(("user_id" = String, Path, description = "An integer user id, or `me`"), ("id" = i64, Path, description = "The record id")),
-    request_body(content = RecordBody, content_type = "application/json", description = "`key`, `value` or both"),
+    request_body(content = RecordPatch, content_type = "application/json"),
     responses(
         (status = 200, description = "The record", body = Record),
         (status = 412, description = "If-Match does not hold", body = RecordErrors),

@@ -50,19 +50,23 @@ pub(crate) fn pool<C>(
     recycling_method: RecyclingMethod<C>,
 ) -> Result<Pool<C>, deadpool::managed::BuildError>
 where
-    C: AsyncConnection + SimpleAsyncConnection + 'static,
+    C: AsyncConnection + SimpleAsyncConnection + Send + 'static,
     AsyncDieselConnectionManager<C>: Manager<Type = C, Error = ConnectError>,
 {
     let mut config = ManagerConfig::default();
     config.recycling_method = recycling_method;
+    // Connect on the runtime that builds the pool: a PostgreSQL connection's driver task lives on
+    // the runtime that made it, which must outlive every actix worker that may use it.
+    let runtime = tokio::runtime::Handle::current();
     config.custom_setup = Box::new(move |url| {
         let setup_sql = setup_sql.clone();
-        async move {
-            let mut conn = C::establish(url).await?;
+        let url = url.to_owned();
+        let task = runtime.spawn(async move {
+            let mut conn = C::establish(&url).await?;
             conn.batch_execute(&setup_sql).await.map_err(ConnectionError::CouldntSetupConfiguration)?;
             Ok(conn)
-        }
-        .boxed()
+        });
+        async move { task.await.map_err(|e| ConnectionError::BadConnection(e.to_string()))? }.boxed()
     });
     Pool::builder(AsyncDieselConnectionManager::new_with_config(url, config)).max_size(size).build()
 }

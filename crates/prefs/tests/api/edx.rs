@@ -295,6 +295,7 @@ async fn bad_input_is_rejected_and_changes_nothing(backend: Backend) {
         (put("time_zone", bytes(json!("Not/AZone"))), StatusCode::BAD_REQUEST, None),
         (put("a%20b", bytes(json!("v"))), StatusCode::BAD_REQUEST, None),
         (put("x", b"{\"a\":".to_vec()), StatusCode::BAD_REQUEST, None),
+        ((Method::DELETE, one("alice", "a%20b"), None, Vec::new()), StatusCode::BAD_REQUEST, None),
     ];
     for ((method, path, content_type, body), status, fields) in rows {
         let shown = String::from_utf8_lossy(&body).into_owned();

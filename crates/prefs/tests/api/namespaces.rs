@@ -366,6 +366,15 @@ async fn errors_are_jsonapi_and_change_nothing(backend: Backend) {
             "payload-too-large",
             None,
         ),
+        (
+            Method::DELETE,
+            "/preferences/appA/bad%20key",
+            None,
+            Vec::new(),
+            S::BAD_REQUEST,
+            "invalid-value",
+            Some("/bad key".into()),
+        ),
     ];
     for (method, path, content_type, body, status, code, pointer) in rows {
         let shown = String::from_utf8_lossy(&body).chars().take(60).collect::<String>();
