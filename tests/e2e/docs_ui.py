@@ -13,8 +13,6 @@ Ends with one line `N passed, N failed`; exits 1 if anything failed.
 
 import os
 import shutil
-import socket
-import subprocess
 import sys
 import tempfile
 import threading
@@ -22,11 +20,11 @@ import time
 import traceback
 from urllib.parse import urlsplit
 
-import jwt
 import requests
 from playwright.sync_api import sync_playwright
 
-SECRET = "docs-ui-secret-that-is-long-enough-for-hs256!"
+from common import Server, check, finish, results, servers_started, token
+
 USER = "docsuser"
 TIMEOUT_MS = 15_000  # any single browser wait
 DEADLINE = 110  # the whole run, in seconds
@@ -35,61 +33,8 @@ CHROMIUM_ARGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
 ]
-results = {"passed": 0, "failed": 0}
-children = []  # the server, for the watchdog
-
-
-def check(name, condition, detail=""):
-    if condition:
-        results["passed"] += 1
-        print(f"ok   {name}", flush=True)
-    else:
-        results["failed"] += 1
-        print(f"FAIL {name} {detail}", flush=True)
-    return condition
-
-
-def finish():
-    print(f"{results['passed']} passed, {results['failed']} failed", flush=True)
-    return 1 if results["failed"] or not results["passed"] else 0
-
-
-def token(user):
-    claims = {"sub": f"sub-{user}", "preferred_username": user, "exp": int(time.time()) + 600}
-    return jwt.encode(claims, SECRET, algorithm="HS256")
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def normalize(text):
     return " ".join((text or "").split())
-
-
-def start_server(binary, tmp):
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    log = open(os.path.join(tmp, "prefs.log"), "w")
-    process = subprocess.Popen(
-        [binary, "serve", "--bind", f"127.0.0.1:{port}", "--database-url", f"sqlite://{tmp}/prefs.db"],
-        env={**os.environ, "PREFS_JWT_SECRET": SECRET, "RUST_LOG": "warn"},
-        stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-    children.append(process)
-    deadline = time.time() + 30
-    while time.time() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"prefs exited with {process.returncode}: {open(log.name).read()[-2000:]}")
-        try:
-            if requests.get(base + "/readyz", timeout=1).status_code == 200:
-                return process, base
-        except requests.ConnectionError:
-            pass
-        time.sleep(0.05)
-    process.kill()
-    raise RuntimeError("prefs did not become ready in 30 s")
 
 
 def spec_operations(spec):
@@ -136,7 +81,8 @@ def run(binary, chromium, screenshot):
     tmp = tempfile.mkdtemp(prefix="prefs-docs-")
     server = None
     try:
-        server, base = start_server(binary, tmp)
+        server = Server(binary, f"sqlite://{tmp}/prefs.db", log_dir=tmp)
+        base = server.base
         origin = urlsplit(base).netloc
         spec = requests.get(base + "/openapi.json", timeout=10).json()
         operations = spec_operations(spec)
@@ -264,10 +210,8 @@ def run(binary, chromium, screenshot):
     finally:
         if server is not None:
             server.kill()
-            server.wait(timeout=10)
-            log = os.path.join(tmp, "prefs.log")
-            if results["failed"] and os.path.exists(log):
-                print("--- prefs log (tail) ---\n" + open(log).read()[-3000:], flush=True)
+            if results["failed"]:
+                print("--- prefs log (tail) ---\n" + server.log_tail(40), flush=True)
         shutil.rmtree(tmp, ignore_errors=True)
 
 
@@ -275,7 +219,7 @@ def watchdog(seconds):
     def fire():
         print(f"FAIL the run took longer than {seconds} s", flush=True)
         results["failed"] += 1
-        for child in children:
+        for child in servers_started:
             child.kill()
         finish()
         os._exit(1)  # the Playwright driver sees its pipe close and kills the browser

@@ -29,7 +29,6 @@ import argparse
 import json
 import os
 import random
-import re
 import select
 import signal
 import socket
@@ -42,124 +41,24 @@ import time
 import traceback
 import uuid
 
-import jwt
 import requests
 
-SECRET = "reliability-secret-that-is-long-enough-for-hs256!"
-TIMEOUT = (3, 20)  # connect, read: no request may hang the suite
-MERGE = "application/merge-patch+json"
+from common import MERGE, RW, TIMEOUT, Server, check, results, servers_started, token
+
 JSONAPI = "application/vnd.api+json"
-RW = ("user:preferences:read", "user:preferences:write")
 POOL_WAIT = 2.0  # PREFS_DB_POOL_TIMEOUT of the servers that meet a fault, in seconds
 HERE = os.path.dirname(os.path.abspath(__file__))
 POSTGRES_SH = os.path.join(HERE, "..", "postgres.sh")
 
-results = {"passed": 0, "failed": 0}
 timings = []
-servers_started = []  # every prefs process, killed at the end whatever happens
-
-
-def check(name, condition, detail=""):
-    if condition:
-        results["passed"] += 1
-    else:
-        results["failed"] += 1
-        print(f"FAIL {name} {detail}"[:2000], flush=True)
-    return condition
 
 
 def info(text):
     print(f"  {text}", flush=True)
 
 
-# ---------------------------------------------------------------------------------------------
-# Tokens, servers, requests
-
-
-def token(user, roles=(), scopes=(), client=None):
-    claims = {"sub": f"sub-{user}", "preferred_username": user, "roles": list(roles),
-              "exp": int(time.time()) + 3600}
-    if scopes:
-        claims["scope"] = " ".join(scopes)
-    if client:
-        claims["client_id"] = client
-    return jwt.encode(claims, SECRET, algorithm="HS256")
-
-
 def ns_token(user, client):
     return token(user, scopes=RW, client=client)
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Server:
-    """One `prefs serve` process; its log goes to a file (a pipe could fill up and block it)."""
-
-    def __init__(self, binary, database_url, log_dir, env=None, name="prefs"):
-        self.binary, self.database_url, self.log_dir, self.name = binary, database_url, log_dir, name
-        self.env = {k: v for k, v in os.environ.items() if not k.startswith("PREFS_") and k != "DATABASE_URL"}
-        self.env.update({"PREFS_JWT_SECRET": SECRET, "RUST_LOG": "warn", "NO_COLOR": "1", **(env or {})})
-        self.process = None
-        self.start()
-
-    def start(self):
-        self.port = free_port()
-        self.base = f"http://127.0.0.1:{self.port}"
-        self.log_path = os.path.join(self.log_dir, f"{self.name}-{uuid.uuid4().hex[:6]}.log")
-        log = open(self.log_path, "wb")
-        self.process = subprocess.Popen(
-            [self.binary, "serve", "--bind", f"127.0.0.1:{self.port}", "--database-url", self.database_url],
-            env=self.env, stdout=log, stderr=subprocess.STDOUT)
-        log.close()
-        servers_started.append(self.process)
-        started = time.time()
-        while time.time() < started + 30:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"prefs exited with {self.process.returncode}: {self.log_tail()}")
-            try:
-                if requests.get(self.base + "/readyz", timeout=1).status_code == 200:
-                    return time.time() - started
-            except requests.RequestException:
-                pass
-            time.sleep(0.02)
-        raise RuntimeError(f"prefs did not become ready: {self.log_tail()}")
-
-    def log_tail(self, lines=15):
-        try:
-            with open(self.log_path, errors="replace") as f:
-                return re.sub(r"\x1b\[[0-9;]*m", "", "".join(f.readlines()[-lines:]))
-        except OSError:
-            return ""
-
-    def alive(self):
-        return self.process.poll() is None
-
-    def kill(self):
-        self.process.send_signal(signal.SIGKILL)
-        self.process.wait(timeout=30)
-
-    def terminate(self, wait=30):
-        """SIGTERM; the exit code, or None if it did not exit in time (then it is killed)."""
-        if not self.alive():
-            return self.process.returncode
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            return self.process.wait(timeout=wait)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(timeout=30)
-            return None
-
-    def rss_mb(self):
-        with open(f"/proc/{self.process.pid}/status") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) / 1024
-        return 0.0
 
 
 def send(session, method, url, tok=None, body=None, content_type="application/json", raw=None, headers=None,

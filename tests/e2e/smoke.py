@@ -10,82 +10,15 @@ Ends with one line `N passed, N failed`; exits 1 if anything failed.
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-import uuid
 
 import jwt
 import requests
 
-SECRET = "e2e-secret-that-is-long-enough-for-hs256!"
-TIMEOUT = 10
-results = {"passed": 0, "failed": 0}
-
-
-def check(name, condition, detail=""):
-    if condition:
-        results["passed"] += 1
-    else:
-        results["failed"] += 1
-        print(f"FAIL {name} {detail}", flush=True)
-
-
-def token(user, roles=(), scopes=(), client=None, **extra):
-    claims = {"sub": f"sub-{user}", "preferred_username": user, "roles": list(roles),
-              "exp": int(time.time()) + 600, **extra}
-    if scopes:
-        claims["scope"] = " ".join(scopes)
-    if client:
-        claims["client_id"] = client
-    return jwt.encode(claims, SECRET, algorithm="HS256")
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Server:
-    def __init__(self, binary, database_url, extra_args=(), env=None):
-        self.port = free_port()
-        self.base = f"http://127.0.0.1:{self.port}"
-        full_env = {**os.environ, "PREFS_JWT_SECRET": SECRET, "RUST_LOG": "warn", **(env or {})}
-        self.process = subprocess.Popen(
-            [binary, "serve", "--bind", f"127.0.0.1:{self.port}", "--database-url", database_url, *extra_args],
-            env=full_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        deadline = time.time() + 30
-        while time.time() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"prefs exited: {self.process.stderr.read()}")
-            try:
-                if requests.get(self.base + "/readyz", timeout=1).status_code == 200:
-                    return
-            except requests.ConnectionError:
-                time.sleep(0.05)
-        raise RuntimeError("prefs did not become ready")
-
-    def call(self, method, path, tok=None, body=None, content_type="application/json", raw=None):
-        headers = {}
-        if tok:
-            headers["Authorization"] = f"Bearer {tok}"
-        data = raw
-        if body is not None:
-            data = json.dumps(body)
-        if data is not None:
-            headers["Content-Type"] = content_type
-        return requests.request(method, self.base + path, headers=headers, data=data, timeout=TIMEOUT)
-
-    def stop(self):
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            return self.process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            return None
+from common import SECRET, TIMEOUT, Server, check, finish, free_port, scratch_postgres, token
 
 
 def edx(s, label):
@@ -217,9 +150,30 @@ def refuses_without_key(binary, database_url, label):
           out.stderr)
 
 
+def json_logs(binary, database_url, label):
+    """PREFS_LOG_FORMAT=json: every line is JSON, and each request has one access line with its id."""
+    server = Server(binary, database_url, env={"PREFS_LOG_FORMAT": "json", "RUST_LOG": "info"})
+    request_id = "9m4e2mr0ui3e8a215n4g"
+    try:
+        r = server.call("GET", "/api/user/v1/preferences/alice", token("alice"), headers={"Request-Id": request_id})
+        check(f"{label} json logs: request answered", r.headers.get("Request-Id") == request_id, r.headers)
+    finally:
+        check(f"{label} json logs: SIGTERM exits 0", server.terminate() == 0)
+    lines = [line for line in open(server.log_path).read().splitlines() if line.strip()]
+    try:
+        records = [json.loads(line) for line in lines]
+    except ValueError as error:
+        records = []
+        check(f"{label} json logs: every line is JSON", False, f"{error}: {lines[:3]}")
+    access = [r for r in records if r.get("fields", {}).get("request_id") == request_id]
+    check(f"{label} json logs: one access line with the request id", len(access) == 1 and
+          access[0]["fields"].get("status") == 200 and access[0]["fields"].get("method") == "GET", access)
+
+
 def run_backend(binary, database_url, label):
     cli(binary, database_url, label)
     refuses_without_key(binary, database_url, label)
+    json_logs(binary, database_url, label)
     server = Server(binary, database_url)
     try:
         edx(server, label)
@@ -229,7 +183,7 @@ def run_backend(binary, database_url, label):
         r = requests.get(server.base + "/healthz", timeout=TIMEOUT)
         check(f"{label} healthz", r.status_code == 200 and len(r.headers.get("Request-Id", "")) == 20)
     finally:
-        check(f"{label} SIGTERM exits 0", server.stop() == 0)
+        check(f"{label} SIGTERM exits 0", server.terminate() == 0)
 
 
 def dev_mode(binary, label):
@@ -266,18 +220,10 @@ def main():
     with tempfile.TemporaryDirectory() as directory:
         run_backend(binary, f"sqlite://{directory}/prefs.db", "sqlite")
     dev_mode(binary, "dev")
-    if postgres_admin:
-        name = "prefs_e2e_" + uuid.uuid4().hex[:12]
-        subprocess.run(["psql", postgres_admin, "-qc", f"CREATE DATABASE {name}"], check=True, timeout=60)
-        try:
-            run_backend(binary, postgres_admin.rsplit("/", 1)[0] + f"/{name}", "postgres")
-        finally:
-            subprocess.run(["psql", postgres_admin, "-qc", f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"],
-                           timeout=60)
-    else:
-        check("postgres admin URL given", False, "pass the URL tests/postgres.sh prints")
-    print(f"{results['passed']} passed, {results['failed']} failed")
-    sys.exit(1 if results["failed"] else 0)
+    if check("postgres admin URL given", postgres_admin, "pass the URL tests/postgres.sh prints"):
+        with scratch_postgres(postgres_admin) as url:
+            run_backend(binary, url, "postgres")
+    sys.exit(finish())
 
 
 if __name__ == "__main__":

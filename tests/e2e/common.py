@@ -1,0 +1,146 @@
+"""What the black-box suites share: tokens signed like an identity provider's, a `prefs serve`
+process on a loopback port, scratch PostgreSQL databases, and the checks with their closing line
+`N passed, N failed`."""
+
+import contextlib
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+import uuid
+
+import jwt
+import requests
+
+SECRET = "e2e-secret-that-is-long-enough-for-hs256!"
+TIMEOUT = (3, 20)  # connect, read: no request may hang a suite
+MERGE = "application/merge-patch+json"
+RW = ("user:preferences:read", "user:preferences:write")
+
+results = {"passed": 0, "failed": 0}
+servers_started = []  # every prefs process, so a suite can kill them all whatever happens
+
+
+def check(name, condition, detail=""):
+    """Counts one check; prints it when it fails. Returns the condition."""
+    if condition:
+        results["passed"] += 1
+    else:
+        results["failed"] += 1
+        print(f"FAIL {name} {detail}"[:2000], flush=True)
+    return condition
+
+
+def finish():
+    """Prints the closing line; the exit status (1 if anything failed or nothing ran)."""
+    print(f"{results['passed']} passed, {results['failed']} failed", flush=True)
+    return 1 if results["failed"] or not results["passed"] else 0
+
+
+def token(user, roles=(), scopes=(), client=None, **extra):
+    """An HS256 token for `user` (subject `sub-<user>`), valid for an hour."""
+    claims = {"sub": f"sub-{user}", "preferred_username": user, "roles": list(roles),
+              "exp": int(time.time()) + 3600, **extra}
+    if scopes:
+        claims["scope"] = " ".join(scopes)
+    if client:
+        claims["client_id"] = client
+    return jwt.encode(claims, SECRET, algorithm="HS256")
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    """One `prefs serve` process; its log goes to a file (a pipe could fill up and block it)."""
+
+    def __init__(self, binary, database_url, log_dir=None, env=None, name="prefs"):
+        self.binary, self.database_url, self.name = binary, database_url, name
+        self.log_dir = log_dir or tempfile.mkdtemp(prefix="prefs-log-")
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith("PREFS_") and k != "DATABASE_URL"}
+        self.env.update({"PREFS_JWT_SECRET": SECRET, "RUST_LOG": "warn", "NO_COLOR": "1", **(env or {})})
+        self.process = None
+        self.start()
+
+    def start(self):
+        """Starts the process and waits until `/readyz` answers 200; returns how long that took."""
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.log_path = os.path.join(self.log_dir, f"{self.name}-{uuid.uuid4().hex[:6]}.log")
+        with open(self.log_path, "wb") as log:
+            self.process = subprocess.Popen(
+                [self.binary, "serve", "--bind", f"127.0.0.1:{self.port}", "--database-url", self.database_url],
+                env=self.env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        servers_started.append(self.process)
+        started = time.time()
+        while time.time() < started + 30:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"prefs exited with {self.process.returncode}: {self.log_tail()}")
+            try:
+                if requests.get(self.base + "/readyz", timeout=1).status_code == 200:
+                    return time.time() - started
+            except requests.RequestException:
+                pass
+            time.sleep(0.02)
+        raise RuntimeError(f"prefs did not become ready: {self.log_tail()}")
+
+    def call(self, method, path, tok=None, body=None, content_type="application/json", raw=None, headers=None):
+        """One request; `body` is sent as JSON, `raw` as is."""
+        all_headers = dict(headers or {})
+        if tok:
+            all_headers["Authorization"] = f"Bearer {tok}"
+        data = raw if body is None else json.dumps(body)
+        if data is not None:
+            all_headers["Content-Type"] = content_type
+        return requests.request(method, self.base + path, headers=all_headers, data=data, timeout=TIMEOUT)
+
+    def log_tail(self, lines=15):
+        try:
+            with open(self.log_path, errors="replace") as f:
+                return re.sub(r"\x1b\[[0-9;]*m", "", "".join(f.readlines()[-lines:]))
+        except OSError:
+            return ""
+
+    def alive(self):
+        return self.process.poll() is None
+
+    def kill(self):
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(timeout=30)
+
+    def terminate(self, wait=30):
+        """SIGTERM; the exit code, or None if it did not exit in time (then it is killed)."""
+        if not self.alive():
+            return self.process.returncode
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            return self.process.wait(timeout=wait)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(timeout=30)
+            return None
+
+    def rss_mb(self):
+        with open(f"/proc/{self.process.pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+        return 0.0
+
+
+@contextlib.contextmanager
+def scratch_postgres(admin_url, prefix="prefs_e2e"):
+    """A fresh PostgreSQL database on the server of `admin_url`, dropped afterwards; yields its URL."""
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    subprocess.run(["psql", admin_url, "-qc", f"CREATE DATABASE {name}"], check=True, timeout=60)
+    try:
+        yield admin_url.rsplit("/", 1)[0] + f"/{name}"
+    finally:
+        subprocess.run(["psql", admin_url, "-qc", f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"], timeout=60)
