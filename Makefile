@@ -3,7 +3,7 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 CARGO ?= cargo
 
-.PHONY: help run build release test test-rust e2e-deps test-smoke test-api-fuzz test-docs test-reliability lint fmt pg-start pg-stop doc
+.PHONY: help run build release test test-rust e2e-deps test-smoke test-api-fuzz test-docs test-reliability fuzz lint fmt pg-start pg-stop doc
 
 help: ## List the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-17s %s\n", $$1, $$2}'
@@ -23,6 +23,7 @@ test: lint ## The whole suite: lint, cargo tests, then the release binary black-
 	$(MAKE) test-api-fuzz
 	$(MAKE) test-docs
 	$(MAKE) test-reliability
+	$(MAKE) fuzz
 
 test-rust: ## cargo test on both backends (starts the throwaway PostgreSQL)
 	PREFS_TEST_POSTGRES_URL="$$(tests/postgres.sh start | tail -n 1)" $(CARGO) test --workspace --all-features
@@ -42,6 +43,11 @@ test-docs: release e2e-deps ## Swagger UI at /docs/ in headless Chromium (Debian
 
 test-reliability: release e2e-deps ## Crash, outage, lost updates, two instances, slow clients, SIGTERM (own PostgreSQL on 55442)
 	python3 tests/e2e/reliability.py target/release/prefs
+
+FUZZ_SECONDS ?= 20
+fuzz: ## libFuzzer on the request body path (bytes, JSON, Open edX rules, merge plans) for FUZZ_SECONDS (20)
+	command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz --locked
+	cd fuzz && $(CARGO) fuzz run --sanitizer none request_body -- -max_total_time=$(FUZZ_SECONDS)
 
 lint: ## rustfmt, clippy and rustdoc, warnings are errors
 	$(CARGO) fmt --all --check
