@@ -9,7 +9,7 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use prefs_domain::{Action, ETag, Error, Namespace, Preference, UserRef, edx};
 use serde::Serialize;
 use serde_json::{Map, Value};
-use utoipa::ToSchema;
+use utoipa::{IntoResponses, ToSchema};
 
 use crate::auth::Authenticated;
 use crate::body::{self, JSON, MERGE_PATCH};
@@ -48,9 +48,46 @@ pub enum EdxError {
 
 /// Open edX validation errors, one per bad member.
 #[derive(Debug, Serialize, ToSchema)]
+#[schema(example = json!({"field_errors": {"time_zone": {
+    "developer_message": "Value 'Mars/Base' not valid for preference 'time_zone': Not in timezone set.",
+    "user_message": "Value 'Mars/Base' is not a valid time zone selection."}}}))]
 pub struct EdxFieldErrors {
     /// By preference key.
     pub field_errors: BTreeMap<String, EdxMessage>,
+}
+
+/// The errors any Open edX operation may answer.
+#[derive(IntoResponses)]
+#[expect(dead_code, reason = "describes responses in the OpenAPI document; errors are built from `Problem`")]
+enum EdxReadErrors {
+    #[response(status = 401, description = "No valid token")]
+    Unauthorized(EdxMessage),
+    #[response(
+        status = 404,
+        description = "Unknown user, another user's preferences without a role, or an unknown key"
+    )]
+    NotFound(EdxMessage),
+    #[response(status = 412, description = "If-Match does not hold")]
+    PreconditionFailed(EdxMessage),
+    #[response(status = 503, description = "Database unavailable")]
+    Unavailable(EdxMessage),
+}
+
+/// The further errors of operations that take a body, beside [`EdxReadErrors`].
+#[derive(IntoResponses)]
+#[expect(dead_code, reason = "describes responses in the OpenAPI document; errors are built from `Problem`")]
+enum EdxBodyErrors {
+    #[response(
+        status = 400,
+        description = "Malformed JSON, no data, an invalid key or value: `field_errors` for a PATCH, flat otherwise"
+    )]
+    BadRequest(EdxError),
+    #[response(status = 403, description = "Staff writing another user's preferences")]
+    Forbidden(EdxMessage),
+    #[response(status = 413, description = "Body over the limit")]
+    TooLarge(EdxMessage),
+    #[response(status = 415, description = "Wrong content type")]
+    UnsupportedMediaType(EdxMessage),
 }
 
 /// The Open edX error format: `{developer_message, user_message}`, or `{field_errors: {...}}` for
@@ -137,10 +174,7 @@ fn as_edx_string(preference: Preference) -> String {
         (status = 200, description = "The preferences; values are strings", body = BTreeMap<String, String>,
             example = json!({"pref-lang": "fr", "time_zone": "Europe/Paris"})),
         (status = 304, description = "Not modified (If-None-Match)"),
-        (status = 401, description = "No valid token", body = EdxMessage),
-        (status = 404, description = "Unknown user, or another user's preferences without a role", body = EdxMessage),
-        (status = 412, description = "If-Match does not hold", body = EdxMessage),
-        (status = 503, description = "Database unavailable", body = EdxMessage)),
+        EdxReadErrors),
     security(("bearer" = [])))]
 pub(crate) async fn get_all(
     auth: Authenticated<Edx>,
@@ -167,15 +201,8 @@ pub(crate) async fn get_all(
         example = json!({"pref-lang": "fr", "old-key": null})),
     responses(
         (status = 204, description = "Written"),
-        (status = 400, description = "Malformed JSON, no data, or invalid members", body = EdxError,
-            example = json!({"field_errors": {"time_zone": {"developer_message": "Value 'Mars/Base' not valid for preference 'time_zone': Not in timezone set.", "user_message": "Value 'Mars/Base' is not a valid time zone selection."}}})),
-        (status = 401, description = "No valid token", body = EdxMessage),
-        (status = 403, description = "Staff writing another user's preferences", body = EdxMessage),
-        (status = 404, description = "Unknown or hidden user", body = EdxMessage),
-        (status = 412, description = "If-Match does not hold", body = EdxMessage),
-        (status = 413, description = "Body over the limit", body = EdxMessage),
-        (status = 415, description = "Not application/merge-patch+json", body = EdxMessage),
-        (status = 503, description = "Database unavailable", body = EdxMessage)),
+        EdxReadErrors,
+        EdxBodyErrors),
     security(("bearer" = [])))]
 pub(crate) async fn patch(
     auth: Authenticated<Edx>,
@@ -204,10 +231,7 @@ pub(crate) async fn patch(
     responses(
         (status = 200, description = "The value", body = String, content_type = "application/json", example = json!("fr")),
         (status = 304, description = "Not modified (If-None-Match)"),
-        (status = 401, description = "No valid token", body = EdxMessage),
-        (status = 404, description = "Unknown or hidden user, or unknown key", body = EdxMessage),
-        (status = 412, description = "If-Match does not hold", body = EdxMessage),
-        (status = 503, description = "Database unavailable", body = EdxMessage)),
+        EdxReadErrors),
     security(("bearer" = [])))]
 pub(crate) async fn get_one(
     auth: Authenticated<Edx>,
@@ -232,15 +256,8 @@ pub(crate) async fn get_one(
     request_body(content = EdxValue, content_type = "application/json", example = json!("en")),
     responses(
         (status = 204, description = "Written"),
-        (status = 400, description = "Malformed JSON, invalid key or value", body = EdxMessage,
-            example = json!({"developer_message": "Preference 'pref-lang' cannot be set to an empty value.", "user_message": "Preference 'pref-lang' cannot be set to an empty value."})),
-        (status = 401, description = "No valid token", body = EdxMessage),
-        (status = 403, description = "Staff writing another user's preferences", body = EdxMessage),
-        (status = 404, description = "Unknown or hidden user", body = EdxMessage),
-        (status = 412, description = "If-Match / If-None-Match does not hold", body = EdxMessage),
-        (status = 413, description = "Body over the limit", body = EdxMessage),
-        (status = 415, description = "Not application/json", body = EdxMessage),
-        (status = 503, description = "Database unavailable", body = EdxMessage)),
+        EdxReadErrors,
+        EdxBodyErrors),
     security(("bearer" = [])))]
 pub(crate) async fn put(
     auth: Authenticated<Edx>,
@@ -269,12 +286,8 @@ pub(crate) async fn put(
         ("key" = String, Path, description = "The preference key", pattern = "^[A-Za-z0-9_.:-]{1,255}$")),
     responses(
         (status = 204, description = "Deleted"),
-        (status = 400, description = "Invalid key", body = EdxMessage),
-        (status = 401, description = "No valid token", body = EdxMessage),
-        (status = 403, description = "Staff writing another user's preferences", body = EdxMessage),
-        (status = 404, description = "Unknown or hidden user, or the key is not set", body = EdxMessage),
-        (status = 412, description = "If-Match does not hold", body = EdxMessage),
-        (status = 503, description = "Database unavailable", body = EdxMessage)),
+        EdxReadErrors,
+        EdxBodyErrors),
     security(("bearer" = [])))]
 pub(crate) async fn delete(
     auth: Authenticated<Edx>,

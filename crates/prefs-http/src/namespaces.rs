@@ -6,6 +6,7 @@ use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
 use prefs_domain::{ClientId, ETag, Error, Namespace, Preference, UserId, UserRef};
 use serde_json::{Map, Value};
+use utoipa::IntoResponses;
 
 use crate::auth::Authenticated;
 use crate::body::{self, JSON, MERGE_PATCH};
@@ -21,6 +22,60 @@ pub(crate) const NAMESPACE_ALLOW: &str = "GET, HEAD, PUT, PATCH, DELETE, OPTIONS
 /// One member of it.
 pub(crate) const MEMBER: &str = "/preferences/{client_id}/{key}";
 pub(crate) const MEMBER_ALLOW: &str = "GET, HEAD, PUT, DELETE, OPTIONS";
+
+/// The errors any namespace operation may answer.
+#[derive(IntoResponses)]
+#[expect(dead_code, reason = "describes responses in the OpenAPI document; errors are built from `Problem`")]
+enum NamespaceReadErrors {
+    #[response(status = 401, description = "No valid token", content_type = "application/vnd.api+json")]
+    Unauthorized(JsonApiErrors),
+    #[response(
+        status = 403,
+        description = "Missing scope, another client's namespace without its scope, or staff writing",
+        content_type = "application/vnd.api+json"
+    )]
+    Forbidden(JsonApiErrors),
+    #[response(
+        status = 404,
+        description = "`global`, an unknown member, or another user without a role",
+        content_type = "application/vnd.api+json"
+    )]
+    NotFound(JsonApiErrors),
+    #[response(
+        status = 412,
+        description = "If-Match / If-None-Match does not hold",
+        content_type = "application/vnd.api+json"
+    )]
+    PreconditionFailed(JsonApiErrors),
+    #[response(
+        status = 501,
+        description = "Internal error (as PACE documents it)",
+        content_type = "application/vnd.api+json"
+    )]
+    Internal(JsonApiErrors),
+    #[response(status = 503, description = "Database unavailable", content_type = "application/vnd.api+json")]
+    Unavailable(JsonApiErrors),
+}
+
+/// The further errors of operations that take a body, beside [`NamespaceReadErrors`].
+#[derive(IntoResponses)]
+#[expect(dead_code, reason = "describes responses in the OpenAPI document; errors are built from `Problem`")]
+enum NamespaceBodyErrors {
+    #[response(
+        status = 400,
+        description = "Malformed JSON, not an object, or an invalid key",
+        content_type = "application/vnd.api+json"
+    )]
+    BadRequest(JsonApiErrors),
+    #[response(
+        status = 413,
+        description = "Body, key or value over its limit, or too many keys",
+        content_type = "application/vnd.api+json"
+    )]
+    TooLarge(JsonApiErrors),
+    #[response(status = 415, description = "Wrong content type", content_type = "application/vnd.api+json")]
+    UnsupportedMediaType(JsonApiErrors),
+}
 
 /// JSON:API errors with PACE's statuses: limits are 413, internal errors 501.
 pub struct Namespaces;
@@ -102,12 +157,7 @@ async fn object_body(
     responses(
         (status = 200, description = "The namespace", body = Object, example = json!({"sidebar": {"open": true}, "recent": ["a"]})),
         (status = 304, description = "Not modified (If-None-Match)"),
-        (status = 401, description = "No valid token", body = JsonApiErrors, content_type = "application/vnd.api+json"),
-        (status = 403, description = "Missing scope, or another client's namespace without its scope", body = JsonApiErrors, content_type = "application/vnd.api+json"),
-        (status = 404, description = "`global`, or another user without a role", body = JsonApiErrors, content_type = "application/vnd.api+json"),
-        (status = 412, description = "If-Match / If-None-Match does not hold", body = JsonApiErrors, content_type = "application/vnd.api+json"),
-        (status = 501, description = "Internal error", body = JsonApiErrors, content_type = "application/vnd.api+json"),
-        (status = 503, description = "Database unavailable", body = JsonApiErrors, content_type = "application/vnd.api+json")),
+        NamespaceReadErrors),
     security(("bearer" = ["user:preferences:read"])))]
 pub(crate) async fn get_all(
     auth: Authenticated<Namespaces>,
@@ -128,15 +178,8 @@ pub(crate) async fn get_all(
     request_body(content = NamespaceBody, content_type = "application/json", example = json!({"sidebar": {"open": true}})),
     responses(
         (status = 204, description = "Replaced"),
-        (status = 400, description = "Malformed JSON, not an object, or an invalid key", body = JsonApiErrors, content_type = "application/vnd.api+json"),
-        (status = 413, description = "Body, key or value over its limit, or too many keys", body = JsonApiErrors, content_type = "application/vnd.api+json"),
-        (status = 415, description = "Wrong content type", body = JsonApiErrors, content_type = "application/vnd.api+json"),
-        (status = 401, description = "No valid token", body = JsonApiErrors, content_type = "application/vnd.api+json"),
-        (status = 403, description = "Missing scope, or another client's namespace without its scope", body = JsonApiErrors, content_type = "application/vnd.api+json"),
-        (status = 404, description = "`global`, or another user without a role", body = JsonApiErrors, content_type = "application/vnd.api+json"),
-        (status = 412, description = "If-Match / If-None-Match does not hold", body = JsonApiErrors, content_type = "application/vnd.api+json"),
-        (status = 501, description = "Internal error", body = JsonApiErrors, content_type = "application/vnd.api+json"),
-        (status = 503, description = "Database unavailable", body = JsonApiErrors, content_type = "application/vnd.api+json")),
+        NamespaceReadErrors,
+        NamespaceBodyErrors),
     security(("bearer" = ["user:preferences:write"])))]
 pub(crate) async fn put_all(
     auth: Authenticated<Namespaces>,
@@ -159,15 +202,8 @@ pub(crate) async fn put_all(
     request_body(content = NamespaceBody, content_type = "application/merge-patch+json", example = json!({"sidebar": {"width": null}})),
     responses(
         (status = 200, description = "The merged namespace", body = Object),
-        (status = 400, description = "Malformed JSON, not an object, or an invalid key", body = JsonApiErrors, content_type = "application/vnd.api+json"),
-        (status = 413, description = "Body, key or value over its limit, or too many keys", body = JsonApiErrors, content_type = "application/vnd.api+json"),
-        (status = 415, description = "Wrong content type", body = JsonApiErrors, content_type = "application/vnd.api+json"),
-        (status = 401, description = "No valid token", body = JsonApiErrors, content_type = "application/vnd.api+json"),
-        (status = 403, description = "Missing scope, or another client's namespace without its scope", body = JsonApiErrors, content_type = "application/vnd.api+json"),
-        (status = 404, description = "`global`, or another user without a role", body = JsonApiErrors, content_type = "application/vnd.api+json"),
-        (status = 412, description = "If-Match / If-None-Match does not hold", body = JsonApiErrors, content_type = "application/vnd.api+json"),
-        (status = 501, description = "Internal error", body = JsonApiErrors, content_type = "application/vnd.api+json"),
-        (status = 503, description = "Database unavailable", body = JsonApiErrors, content_type = "application/vnd.api+json")),
+        NamespaceReadErrors,
+        NamespaceBodyErrors),
     security(("bearer" = ["user:preferences:write"])))]
 pub(crate) async fn patch(
     auth: Authenticated<Namespaces>,
@@ -187,12 +223,7 @@ pub(crate) async fn patch(
 #[utoipa::path(delete, operation_id = "namespace_delete_all", path = "/preferences/{client_id}", tag = "Client namespaces", params(("client_id" = String, Path, description = "The client application's id", pattern = "^[A-Za-z0-9._-]{1,128}$"), ("user_id" = Option<i64>, Query, description = "Act for this user (admin: read and write; staff: read)")),
     responses(
         (status = 204, description = "Emptied"),
-        (status = 401, description = "No valid token", body = JsonApiErrors, content_type = "application/vnd.api+json"),
-        (status = 403, description = "Missing scope, or another client's namespace without its scope", body = JsonApiErrors, content_type = "application/vnd.api+json"),
-        (status = 404, description = "`global`, or another user without a role", body = JsonApiErrors, content_type = "application/vnd.api+json"),
-        (status = 412, description = "If-Match / If-None-Match does not hold", body = JsonApiErrors, content_type = "application/vnd.api+json"),
-        (status = 501, description = "Internal error", body = JsonApiErrors, content_type = "application/vnd.api+json"),
-        (status = 503, description = "Database unavailable", body = JsonApiErrors, content_type = "application/vnd.api+json")),
+        NamespaceReadErrors),
     security(("bearer" = ["user:preferences:write"])))]
 pub(crate) async fn delete_all(
     auth: Authenticated<Namespaces>,
@@ -210,12 +241,7 @@ pub(crate) async fn delete_all(
     responses(
         (status = 200, description = "The value (any JSON)", body = PreferenceJson),
         (status = 304, description = "Not modified (If-None-Match)"),
-        (status = 401, description = "No valid token", body = JsonApiErrors, content_type = "application/vnd.api+json"),
-        (status = 403, description = "Missing scope, or another client's namespace without its scope", body = JsonApiErrors, content_type = "application/vnd.api+json"),
-        (status = 404, description = "`global`, or another user without a role", body = JsonApiErrors, content_type = "application/vnd.api+json"),
-        (status = 412, description = "If-Match / If-None-Match does not hold", body = JsonApiErrors, content_type = "application/vnd.api+json"),
-        (status = 501, description = "Internal error", body = JsonApiErrors, content_type = "application/vnd.api+json"),
-        (status = 503, description = "Database unavailable", body = JsonApiErrors, content_type = "application/vnd.api+json")),
+        NamespaceReadErrors),
     security(("bearer" = ["user:preferences:read"])))]
 pub(crate) async fn get_one(
     auth: Authenticated<Namespaces>,
@@ -236,15 +262,8 @@ pub(crate) async fn get_one(
     request_body(content = PreferenceJson, content_type = "application/json", example = json!("dark")),
     responses(
         (status = 204, description = "Written"),
-        (status = 400, description = "Malformed JSON, not an object, or an invalid key", body = JsonApiErrors, content_type = "application/vnd.api+json"),
-        (status = 413, description = "Body, key or value over its limit, or too many keys", body = JsonApiErrors, content_type = "application/vnd.api+json"),
-        (status = 415, description = "Wrong content type", body = JsonApiErrors, content_type = "application/vnd.api+json"),
-        (status = 401, description = "No valid token", body = JsonApiErrors, content_type = "application/vnd.api+json"),
-        (status = 403, description = "Missing scope, or another client's namespace without its scope", body = JsonApiErrors, content_type = "application/vnd.api+json"),
-        (status = 404, description = "`global`, or another user without a role", body = JsonApiErrors, content_type = "application/vnd.api+json"),
-        (status = 412, description = "If-Match / If-None-Match does not hold", body = JsonApiErrors, content_type = "application/vnd.api+json"),
-        (status = 501, description = "Internal error", body = JsonApiErrors, content_type = "application/vnd.api+json"),
-        (status = 503, description = "Database unavailable", body = JsonApiErrors, content_type = "application/vnd.api+json")),
+        NamespaceReadErrors,
+        NamespaceBodyErrors),
     security(("bearer" = ["user:preferences:write"])))]
 pub(crate) async fn put_one(
     auth: Authenticated<Namespaces>,
@@ -267,13 +286,8 @@ pub(crate) async fn put_one(
 #[utoipa::path(delete, operation_id = "namespace_delete_one", path = "/preferences/{client_id}/{key}", tag = "Client namespaces", params(("client_id" = String, Path, description = "The client application's id", pattern = "^[A-Za-z0-9._-]{1,128}$"), ("key" = String, Path, description = "The member", pattern = "^[A-Za-z0-9_.:-]{1,255}$"), ("user_id" = Option<i64>, Query, description = "Act for this user (admin: read and write; staff: read)")),
     responses(
         (status = 204, description = "Removed"),
-        (status = 400, description = "Invalid key", body = JsonApiErrors, content_type = "application/vnd.api+json"),
-        (status = 401, description = "No valid token", body = JsonApiErrors, content_type = "application/vnd.api+json"),
-        (status = 403, description = "Missing scope, or another client's namespace without its scope", body = JsonApiErrors, content_type = "application/vnd.api+json"),
-        (status = 404, description = "`global`, or another user without a role", body = JsonApiErrors, content_type = "application/vnd.api+json"),
-        (status = 412, description = "If-Match / If-None-Match does not hold", body = JsonApiErrors, content_type = "application/vnd.api+json"),
-        (status = 501, description = "Internal error", body = JsonApiErrors, content_type = "application/vnd.api+json"),
-        (status = 503, description = "Database unavailable", body = JsonApiErrors, content_type = "application/vnd.api+json")),
+        NamespaceReadErrors,
+        NamespaceBodyErrors),
     security(("bearer" = ["user:preferences:write"])))]
 pub(crate) async fn delete_one(
     auth: Authenticated<Namespaces>,

@@ -9,7 +9,7 @@ use prefs_domain::{ETag, Error, FieldError, Namespace, Preference, PreferenceId,
 use serde::Serialize;
 use serde_json::{Map, Value};
 use url::Url;
-use utoipa::ToSchema;
+use utoipa::{IntoResponses, ToSchema};
 
 use crate::auth::Authenticated;
 use crate::body::{self, JSON};
@@ -130,6 +130,34 @@ pub enum RecordError {
 pub struct RecordErrors {
     /// The errors.
     pub errors: Vec<RecordError>,
+}
+
+/// The errors any record operation may answer.
+#[derive(IntoResponses)]
+#[expect(dead_code, reason = "describes responses in the OpenAPI document; errors are built from `Problem`")]
+enum RecordReadErrors {
+    #[response(status = 401, description = "No valid token")]
+    Unauthorized(RecordErrors),
+    #[response(status = 404, description = "Unknown or hidden user, or not one of the user's records")]
+    NotFound(RecordErrors),
+    #[response(status = 412, description = "If-Match does not hold")]
+    PreconditionFailed(RecordErrors),
+    #[response(status = 503, description = "Database unavailable")]
+    Unavailable(RecordErrors),
+}
+
+/// The further errors of operations that take a body, beside [`RecordReadErrors`].
+#[derive(IntoResponses)]
+#[expect(dead_code, reason = "describes responses in the OpenAPI document; errors are built from `Problem`")]
+enum RecordBodyErrors {
+    #[response(status = 400, description = "Malformed JSON or an invalid field")]
+    BadRequest(RecordErrors),
+    #[response(status = 403, description = "Staff writing another user's records")]
+    Forbidden(RecordErrors),
+    #[response(status = 413, description = "Body over the limit")]
+    TooLarge(RecordErrors),
+    #[response(status = 415, description = "Not application/json")]
+    UnsupportedMediaType(RecordErrors),
 }
 
 /// The record dialect's error format: `{"errors":[{"code","message"}]}`, and for bad fields
@@ -263,10 +291,7 @@ impl Page {
     responses(
         (status = 200, description = "A page", body = RecordPage),
         (status = 304, description = "Not modified (If-None-Match)"),
-        (status = 412, description = "If-Match does not hold", body = RecordErrors),
-        (status = 401, description = "No valid token", body = RecordErrors),
-        (status = 404, description = "Unknown or hidden user, or not one of the user's records", body = RecordErrors),
-        (status = 503, description = "Database unavailable", body = RecordErrors)),
+        RecordReadErrors),
     security(("bearer" = [])))]
 pub(crate) async fn list(
     auth: Authenticated<Records>,
@@ -300,10 +325,7 @@ pub(crate) async fn list(
     responses(
         (status = 200, description = "The record", body = Record),
         (status = 304, description = "Not modified (If-None-Match)"),
-        (status = 412, description = "If-Match does not hold", body = RecordErrors),
-        (status = 401, description = "No valid token", body = RecordErrors),
-        (status = 404, description = "Unknown or hidden user, or not one of the user's records", body = RecordErrors),
-        (status = 503, description = "Database unavailable", body = RecordErrors)),
+        RecordReadErrors),
     security(("bearer" = [])))]
 pub(crate) async fn get(
     auth: Authenticated<Records>,
@@ -361,13 +383,8 @@ async fn json_body(state: &AppState, req: &HttpRequest, payload: web::Payload) -
     request_body(content = RecordBody, content_type = "application/json"),
     responses(
         (status = 201, description = "Created; `Location` names it", body = Record),
-        (status = 400, description = "Malformed JSON or an invalid field", body = RecordErrors),
-        (status = 403, description = "Staff writing another user's records", body = RecordErrors),
-        (status = 413, description = "Body over the limit", body = RecordErrors),
-        (status = 415, description = "Not application/json", body = RecordErrors),
-        (status = 401, description = "No valid token", body = RecordErrors),
-        (status = 404, description = "Unknown or hidden user, or not one of the user's records", body = RecordErrors),
-        (status = 503, description = "Database unavailable", body = RecordErrors)),
+        RecordReadErrors,
+        RecordBodyErrors),
     security(("bearer" = [])))]
 pub(crate) async fn create(
     auth: Authenticated<Records>,
@@ -396,14 +413,8 @@ pub(crate) async fn create(
     request_body(content = RecordBody, content_type = "application/json"),
     responses(
         (status = 200, description = "The record", body = Record),
-        (status = 412, description = "If-Match does not hold", body = RecordErrors),
-        (status = 400, description = "Malformed JSON or an invalid field", body = RecordErrors),
-        (status = 403, description = "Staff writing another user's records", body = RecordErrors),
-        (status = 413, description = "Body over the limit", body = RecordErrors),
-        (status = 415, description = "Not application/json", body = RecordErrors),
-        (status = 401, description = "No valid token", body = RecordErrors),
-        (status = 404, description = "Unknown or hidden user, or not one of the user's records", body = RecordErrors),
-        (status = 503, description = "Database unavailable", body = RecordErrors)),
+        RecordReadErrors,
+        RecordBodyErrors),
     security(("bearer" = [])))]
 pub(crate) async fn put(
     auth: Authenticated<Records>,
@@ -421,14 +432,8 @@ pub(crate) async fn put(
     request_body(content = RecordPatch, content_type = "application/json"),
     responses(
         (status = 200, description = "The record", body = Record),
-        (status = 412, description = "If-Match does not hold", body = RecordErrors),
-        (status = 400, description = "Malformed JSON or an invalid field", body = RecordErrors),
-        (status = 403, description = "Staff writing another user's records", body = RecordErrors),
-        (status = 413, description = "Body over the limit", body = RecordErrors),
-        (status = 415, description = "Not application/json", body = RecordErrors),
-        (status = 401, description = "No valid token", body = RecordErrors),
-        (status = 404, description = "Unknown or hidden user, or not one of the user's records", body = RecordErrors),
-        (status = 503, description = "Database unavailable", body = RecordErrors)),
+        RecordReadErrors,
+        RecordBodyErrors),
     security(("bearer" = [])))]
 pub(crate) async fn patch(
     auth: Authenticated<Records>,
@@ -463,11 +468,8 @@ async fn update(
     params(("user_id" = String, Path, description = "An integer user id, or `me`"), ("id" = i64, Path, description = "The record id")),
     responses(
         (status = 204, description = "Deleted"),
-        (status = 403, description = "Staff writing another user's records", body = RecordErrors),
-        (status = 412, description = "If-Match does not hold", body = RecordErrors),
-        (status = 401, description = "No valid token", body = RecordErrors),
-        (status = 404, description = "Unknown or hidden user, or not one of the user's records", body = RecordErrors),
-        (status = 503, description = "Database unavailable", body = RecordErrors)),
+        RecordReadErrors,
+        RecordBodyErrors),
     security(("bearer" = [])))]
 pub(crate) async fn delete(
     auth: Authenticated<Records>,
