@@ -29,7 +29,8 @@
 #   BENCH_PREFS=               a prefs binary to measure instead of building target/release/prefs
 # Any PREFS_* variable (e.g. PREFS_DB_POOL_SIZE) reaches `prefs serve` unchanged.
 #
-# Quick check of the harness: BENCH_USERS=1000 BENCH_DURATION=3 BENCH_WARMUP=1 bench/run.sh
+# Quick check of the harness (about 2 minutes): BENCH_USERS=1000 BENCH_DURATION=3 BENCH_WARMUP=1 bench/run.sh
+# The defaults take about 11 minutes on 2 cores, plus builds.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
