@@ -93,13 +93,7 @@ class Server:
 
     def call(self, method, path, tok=None, body=None, content_type="application/json", raw=None, headers=None):
         """One request; `body` is sent as JSON, `raw` as is."""
-        all_headers = dict(headers or {})
-        if tok:
-            all_headers["Authorization"] = f"Bearer {tok}"
-        data = raw if body is None else json.dumps(body)
-        if data is not None:
-            all_headers["Content-Type"] = content_type
-        return requests.request(method, self.base + path, headers=all_headers, data=data, timeout=TIMEOUT)
+        return send(requests, method, self.base + path, tok, body, content_type, raw, headers)
 
     def log_tail(self, lines=15):
         try:
@@ -133,6 +127,19 @@ class Server:
                 if line.startswith("VmRSS:"):
                     return int(line.split()[1]) / 1024
         return 0.0
+
+
+def send(session, method, url, tok=None, body=None, content_type="application/json", raw=None, headers=None,
+         timeout=TIMEOUT):
+    """One request through `session` (a `requests.Session`, or the `requests` module itself):
+    the bearer token, `body` as JSON or `raw` as is, with its content type."""
+    all_headers = dict(headers or {})
+    if tok:
+        all_headers["Authorization"] = f"Bearer {tok}"
+    data = raw if body is None else json.dumps(body)
+    if data is not None:
+        all_headers["Content-Type"] = content_type
+    return session.request(method, url, headers=all_headers, data=data, timeout=timeout)
 
 
 @contextlib.contextmanager

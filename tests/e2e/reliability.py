@@ -43,7 +43,7 @@ import uuid
 
 import requests
 
-from common import MERGE, RW, TIMEOUT, Server, check, results, servers_started, token
+from common import MERGE, RW, TIMEOUT, Server, check, results, send, servers_started, token
 
 JSONAPI = "application/vnd.api+json"
 POOL_WAIT = 2.0  # PREFS_DB_POOL_TIMEOUT of the servers that meet a fault, in seconds
@@ -59,17 +59,6 @@ def info(text):
 
 def ns_token(user, client):
     return token(user, scopes=RW, client=client)
-
-
-def send(session, method, url, tok=None, body=None, content_type="application/json", raw=None, headers=None,
-         timeout=TIMEOUT):
-    all_headers = dict(headers or {})
-    if tok:
-        all_headers["Authorization"] = f"Bearer {tok}"
-    data = raw if body is None else json.dumps(body)
-    if data is not None:
-        all_headers["Content-Type"] = content_type
-    return session.request(method, url, headers=all_headers, data=data, timeout=timeout)
 
 
 def attempt(session, *args, **kwargs):
