@@ -163,11 +163,13 @@ fn in_namespace<'a>(user: i64, namespace: &'a str) -> _ {
 impl UserStore for DieselStore {
     async fn provision(&self, subject: &str, username: &Username) -> Result<User> {
         with_conn!(self, |conn| {
-            // The common case, on every request: one indexed read, no write.
+            // The common case, on every request: one indexed read, no write. Lookups by a unique key
+            // use `get_result`, not `first`: `first` binds a `LIMIT`, and SQLite re-plans a
+            // statement whose `LIMIT` is re-bound, on every call.
             let found: Option<UserRow> = users::table
                 .filter(users::subject.eq(subject))
                 .select(UserRow::as_select())
-                .first(conn)
+                .get_result(conn)
                 .await
                 .optional()?;
             if let Some(user) = found.map(User::try_from).transpose()?.filter(|u| u.username == *username) {
@@ -191,7 +193,7 @@ impl UserStore for DieselStore {
     async fn user_by_id(&self, id: UserId) -> Result<Option<User>> {
         with_conn!(self, |conn| {
             let row: Option<UserRow> =
-                users::table.find(id.0).select(UserRow::as_select()).first(conn).await.optional()?;
+                users::table.find(id.0).select(UserRow::as_select()).get_result(conn).await.optional()?;
             Ok(row.map(User::try_from).transpose()?)
         })
     }
@@ -201,7 +203,7 @@ impl UserStore for DieselStore {
             let row: Option<UserRow> = users::table
                 .filter(users::username.eq(username.as_str()))
                 .select(UserRow::as_select())
-                .first(conn)
+                .get_result(conn)
                 .await
                 .optional()?;
             Ok(row.map(User::try_from).transpose()?)
@@ -237,7 +239,7 @@ impl PreferenceStore for DieselStore {
             let row: Option<PreferenceRow> = in_namespace(user.0, namespace.as_str())
                 .filter(preferences::key.eq(key.as_str()))
                 .select(PreferenceRow::as_select())
-                .first(conn)
+                .get_result(conn)
                 .await
                 .optional()?;
             Ok(row.map(Preference::try_from).transpose()?)
@@ -254,7 +256,7 @@ impl PreferenceStore for DieselStore {
             let row: Option<PreferenceRow> = in_namespace(user.0, namespace.as_str())
                 .filter(preferences::id.eq(id.0))
                 .select(PreferenceRow::as_select())
-                .first(conn)
+                .get_result(conn)
                 .await
                 .optional()?;
             Ok(row.map(Preference::try_from).transpose()?)
