@@ -135,13 +135,6 @@ pub struct Failure<D> {
     dialect: PhantomData<D>,
 }
 
-impl<D> Failure<D> {
-    /// The problem inside.
-    pub fn problem(&self) -> &Problem {
-        &self.problem
-    }
-}
-
 impl<D, P: Into<Problem>> From<P> for Failure<D> {
     fn from(problem: P) -> Self {
         Self { problem: problem.into(), dialect: PhantomData }
