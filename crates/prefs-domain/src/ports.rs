@@ -48,6 +48,8 @@ pub trait PreferenceStore: Send + Sync {
     /// Every preference of `user` in `namespace`, ordered by id.
     ///
     /// # Errors
+    /// MUST return [`Error::UserNotFound`](crate::Error::UserNotFound) when the user does not
+    /// exist (an adapter that caches users learns this way that a user was removed), and
     /// [`Error::Unavailable`](crate::Error::Unavailable) when the database cannot be reached.
     async fn namespace(&self, user: UserId, namespace: &Namespace) -> Result<Vec<Preference>>;
 

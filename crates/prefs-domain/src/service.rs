@@ -168,8 +168,8 @@ impl PreferenceService {
         target: &UserRef,
         namespace: &Namespace,
     ) -> Result<Vec<Preference>> {
-        let user = self.owner(actor, target, namespace, Action::Read).await?;
-        self.store.namespace(user.id, namespace).await
+        self.as_owner(actor, target, namespace, Action::Read, |user| self.store.namespace(user.id, namespace))
+            .await
     }
 
     /// One preference by key.
@@ -186,7 +186,8 @@ impl PreferenceService {
     ) -> Result<Preference> {
         let user = self.owner(actor, target, namespace, Action::Read).await?;
         let key = parse_key(key).map_err(|_| Error::PreferenceNotFound)?;
-        self.store.preference(user.id, namespace, &key).await?.ok_or(Error::PreferenceNotFound)
+        let found = self.again_if_gone(actor, user, |user| self.store.preference(user.id, namespace, &key));
+        found.await?.ok_or(Error::PreferenceNotFound)
     }
 
     /// Applies an RFC 7396 merge patch to the namespace, all or nothing, and returns the namespace
@@ -405,8 +406,43 @@ impl PreferenceService {
         namespace: &Namespace,
         edit: &crate::ports::Edit<'_>,
     ) -> Result<Vec<Preference>> {
-        let user = self.owner(actor, target, namespace, Action::Write).await?;
-        self.store.modify(user.id, namespace, edit).await
+        self.as_owner(actor, target, namespace, Action::Write, |user| {
+            self.store.modify(user.id, namespace, edit)
+        })
+        .await
+    }
+
+    /// Runs `op` on the user [`PreferenceService::owner`] resolves, with
+    /// [`PreferenceService::again_if_gone`].
+    async fn as_owner<T, F: Future<Output = Result<T>>>(
+        &self,
+        actor: &Actor,
+        target: &UserRef,
+        namespace: &Namespace,
+        action: Action,
+        op: impl Fn(User) -> F,
+    ) -> Result<T> {
+        let user = self.owner(actor, target, namespace, action).await?;
+        self.again_if_gone(actor, user, op).await
+    }
+
+    /// Runs `op` on `user`. When `user` is the actor and the store no longer knows them (removed
+    /// since they signed in, through this instance or another), signs them in again and runs
+    /// `op` once more for the new user, as their next request would.
+    async fn again_if_gone<T, F: Future<Output = Result<T>>>(
+        &self,
+        actor: &Actor,
+        user: User,
+        op: impl Fn(User) -> F,
+    ) -> Result<T> {
+        let own = user.id == actor.user.id;
+        match op(user).await {
+            Err(Error::UserNotFound) if own => {
+                let principal = &actor.principal;
+                op(self.store.provision(&principal.subject, &principal.username).await?).await
+            }
+            other => other,
+        }
     }
 }
 

@@ -104,6 +104,11 @@ pub struct StoreConfig {
     pub pool_wait: Duration,
     /// SQLite durability; ignored for PostgreSQL.
     pub sqlite_synchronous: SqliteSynchronous,
+    /// How many users to remember by subject (`PREFS_USER_CACHE`), so that a request's token
+    /// resolves to its user without a query; 0 turns the cache off. Only users are cached, never
+    /// preferences, and a user removed through another instance is noticed on its next read or
+    /// write (see [`DieselStore`](crate::DieselStore)).
+    pub user_cache: usize,
 }
 
 impl StoreConfig {
@@ -111,15 +116,18 @@ impl StoreConfig {
     pub const DEFAULT_POOL_SIZE: usize = 8;
     /// The default [`StoreConfig::pool_wait`]: 5 s.
     pub const DEFAULT_POOL_WAIT: Duration = Duration::from_secs(5);
+    /// The default [`StoreConfig::user_cache`].
+    pub const DEFAULT_USER_CACHE: usize = 100_000;
 
-    /// A configuration for `database_url` with the defaults: 8 connections, a 5 s wait and
-    /// `synchronous=FULL`.
+    /// A configuration for `database_url` with the defaults: 8 connections, a 5 s wait,
+    /// `synchronous=FULL` and 100,000 cached users.
     pub fn new(database_url: impl Into<String>) -> Self {
         Self {
             database_url: database_url.into(),
             pool_size: Self::DEFAULT_POOL_SIZE,
             pool_wait: Self::DEFAULT_POOL_WAIT,
             sqlite_synchronous: SqliteSynchronous::default(),
+            user_cache: Self::DEFAULT_USER_CACHE,
         }
     }
 }
@@ -131,6 +139,7 @@ impl fmt::Debug for StoreConfig {
             .field("pool_size", &self.pool_size)
             .field("pool_wait", &self.pool_wait)
             .field("sqlite_synchronous", &self.sqlite_synchronous)
+            .field("user_cache", &self.user_cache)
             .finish()
     }
 }

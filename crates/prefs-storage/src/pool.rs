@@ -1,17 +1,21 @@
 //! Connection pools for both backends and the `with_conn!` macro that runs one query body on
 //! either.
 //!
-//! Two things make a checkout safe to abandon halfway (a client disconnecting makes actix drop
-//! the request's future):
-//! - SQLite connections run their blocking calls through [`Detached`], whose futures may be
-//!   dropped at any time. diesel-async's default runtime instead blocks in its drop with
-//!   `block_in_place`, which panics on a current-thread runtime such as an actix worker's.
-//! - A [`Lease`] dropped before its body finished takes its connection out of the pool instead of
-//!   returning it, since the connection may still be running a statement or sit inside an open
-//!   transaction. Closing it rolls that transaction back.
+//! A SQLite connection runs a whole `with_conn!` body in one trip to tokio's blocking threads
+//! ([`run_blocking`]): its statements execute inline there ([`Inline`]), so a request crosses
+//! threads once, not once per statement, and the body's future may be dropped at any time (the
+//! trip finishes on its own and returns the connection to the pool). SQLite write transactions
+//! queue on an in-process lock first ([`Sqlite::writer`]), so this process's writers take turns
+//! instead of sleeping in SQLite's busy handler; the busy timeout still covers other processes.
+//!
+//! A PostgreSQL body runs where it is awaited. A [`Lease`] dropped before its body finished
+//! takes its connection out of the pool instead of returning it, since the connection may still
+//! be running a statement or sit inside an open transaction. Closing it rolls that transaction
+//! back.
 
 use std::error::Error as StdError;
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use deadpool::managed::{Manager, Object};
 use diesel::connection::AnsiTransactionManager as SyncAnsiTransactionManager;
@@ -25,57 +29,141 @@ use diesel_async::sync_connection_wrapper::{SpawnBlocking, SyncConnectionWrapper
 use diesel_async::{
     AsyncConnection, AsyncPgConnection, RunQueryDsl, SimpleAsyncConnection, TransactionManager,
 };
-use futures_util::future::{BoxFuture, FutureExt, TryFutureExt};
+use futures_util::future::{BoxFuture, FutureExt};
+use prefs_domain::Error;
+use tokio::runtime::Handle;
+use tokio::sync::{Mutex, OwnedMutexGuard};
 
 use crate::error::{CheckoutTimeout, Failure};
 use crate::schema::users;
 
-/// A pooled SQLite connection: diesel's sync connection, run on tokio's blocking threads.
-pub(crate) type SqliteConn = SyncConnectionWrapper<SqliteConnection, Detached>;
+/// A pooled SQLite connection: diesel's sync connection, whose statements run inline on the
+/// blocking thread of [`run_blocking`].
+pub(crate) type SqliteConn = SyncConnectionWrapper<SqliteConnection, Inline>;
 
 /// One pool per backend; [`with_conn!`] dispatches on it.
 #[derive(Clone)]
 pub(crate) enum Pools {
     /// SQLite.
-    Sqlite(Pool<SqliteConn>),
+    Sqlite(Sqlite),
     /// PostgreSQL.
     Postgres(Pool<AsyncPgConnection>),
 }
 
+/// The SQLite pool and the lock its write transactions queue on.
+#[derive(Clone)]
+pub(crate) struct Sqlite {
+    pub(crate) pool: Pool<SqliteConn>,
+    writer: Arc<Mutex<()>>,
+}
+
+impl Sqlite {
+    pub(crate) fn new(pool: Pool<SqliteConn>) -> Self {
+        Self { pool, writer: Arc::new(Mutex::new(())) }
+    }
+
+    /// Waits, at most `wait`, for this process's turn to write.
+    pub(crate) async fn turn(&self, wait: Duration) -> Result<Turn, Failure> {
+        let deadline = Instant::now() + wait;
+        let guard = tokio::time::timeout(wait, self.writer.clone().lock_owned())
+            .await
+            .map_err(|_| Failure::TimedOut(CheckoutTimeout(wait)))?;
+        Ok(Turn { _guard: guard, deadline, wait })
+    }
+}
+
+/// A writer's turn: this process's other SQLite writers wait until it is dropped. Its write waits
+/// for other processes' locks only as long as its wait has left, so that queueing here and in
+/// SQLite's busy handler together stay within the pool wait.
+pub(crate) struct Turn {
+    _guard: OwnedMutexGuard<()>,
+    deadline: Instant,
+    wait: Duration,
+}
+
+impl Turn {
+    /// What is left of the wait.
+    pub(crate) fn left(&self) -> Duration {
+        self.deadline.saturating_duration_since(Instant::now())
+    }
+
+    /// Runs `work` with SQLite's busy timeout cut to what is left of the wait when the turn took
+    /// long to come; the full timeout is set again afterwards.
+    fn run<T>(&self, conn: &mut SqliteConn, work: impl FnOnce(&mut SqliteConn) -> T) -> Result<T, Failure> {
+        const SLACK: Duration = Duration::from_millis(100);
+        let left = self.left();
+        if left + SLACK >= self.wait {
+            return Ok(work(conn));
+        }
+        let busy_timeout = |conn: &mut SqliteConn, wait: Duration| {
+            block_on(conn.batch_execute(&format!("PRAGMA busy_timeout = {}", wait.as_millis())))
+        };
+        busy_timeout(conn, left)?;
+        let out = work(conn);
+        busy_timeout(conn, self.wait)?;
+        Ok(out)
+    }
+}
+
+/// How a connection type is opened: where its blocking or background work runs.
+pub(crate) trait Establish: AsyncConnection + SimpleAsyncConnection + Send + 'static {
+    /// Opens a connection to `url` and runs `setup_sql` on it, with the help of `runtime` (the
+    /// runtime that built the pool).
+    fn open(url: String, setup_sql: String, runtime: &Handle) -> BoxFuture<'static, ConnectionResult<Self>>;
+}
+
+/// Opens and sets up a connection (which runs `setup_sql` once, when it is made).
+async fn open<C: Establish>(url: &str, setup_sql: &str) -> ConnectionResult<C> {
+    let mut conn = C::establish(url).await?;
+    conn.batch_execute(setup_sql).await.map_err(ConnectionError::CouldntSetupConfiguration)?;
+    Ok(conn)
+}
+
+/// A task that ended without an answer (it panicked) as a connection error.
+fn lost(error: impl std::fmt::Display) -> ConnectionError {
+    ConnectionError::BadConnection(format!("connecting failed: {error}"))
+}
+
+impl Establish for SqliteConn {
+    /// Opening a file and setting its journal mode block (on a lock, for up to the busy timeout):
+    /// on a blocking thread.
+    fn open(url: String, setup_sql: String, runtime: &Handle) -> BoxFuture<'static, ConnectionResult<Self>> {
+        let task = runtime.spawn_blocking(move || block_on(open(&url, &setup_sql)));
+        async move { task.await.map_err(lost)? }.boxed()
+    }
+}
+
+impl Establish for AsyncPgConnection {
+    /// A PostgreSQL connection's driver task lives on the runtime that opens it, which must
+    /// outlive every actix worker that may use it: the runtime that builds the pool.
+    fn open(url: String, setup_sql: String, runtime: &Handle) -> BoxFuture<'static, ConnectionResult<Self>> {
+        let task = runtime.spawn(async move { open(&url, &setup_sql).await });
+        async move { task.await.map_err(lost)? }.boxed()
+    }
+}
+
 /// Builds a pool whose connections run `setup_sql` once, when they are made.
-pub(crate) fn pool<C>(
+pub(crate) fn pool<C: Establish>(
     url: &str,
     size: usize,
     setup_sql: String,
     recycling_method: RecyclingMethod<C>,
 ) -> Result<Pool<C>, deadpool::managed::BuildError>
 where
-    C: AsyncConnection + SimpleAsyncConnection + Send + 'static,
     AsyncDieselConnectionManager<C>: Manager<Type = C, Error = ConnectError>,
 {
     let mut config = ManagerConfig::default();
     config.recycling_method = recycling_method;
-    // Connect on the runtime that builds the pool: a PostgreSQL connection's driver task lives on
-    // the runtime that made it, which must outlive every actix worker that may use it.
-    let runtime = tokio::runtime::Handle::current();
-    config.custom_setup = Box::new(move |url| {
-        let setup_sql = setup_sql.clone();
-        let url = url.to_owned();
-        let task = runtime.spawn(async move {
-            let mut conn = C::establish(&url).await?;
-            conn.batch_execute(&setup_sql).await.map_err(ConnectionError::CouldntSetupConfiguration)?;
-            Ok(conn)
-        });
-        async move { task.await.map_err(|e| ConnectionError::BadConnection(e.to_string()))? }.boxed()
-    });
+    let runtime = Handle::current();
+    config.custom_setup = Box::new(move |url| C::open(url.to_owned(), setup_sql.clone(), &runtime));
     Pool::builder(AsyncDieselConnectionManager::new_with_config(url, config)).max_size(size).build()
 }
 
-/// Runs the blocking calls of a SQLite connection on tokio's blocking pool. Dropping the returned
-/// future detaches the call, which finishes on its own; see the module docs.
-pub(crate) struct Detached;
+/// Runs a SQLite connection's blocking calls right away, on the calling thread: every SQLite
+/// body runs on a blocking thread already ([`run_blocking`]).
+pub(crate) struct Inline;
 
-impl SpawnBlocking for Detached {
+impl SpawnBlocking for Inline {
     fn spawn_blocking<'a, R>(
         &mut self,
         task: impl FnOnce() -> R + Send + 'static,
@@ -83,12 +171,37 @@ impl SpawnBlocking for Detached {
     where
         R: Send + 'static,
     {
-        tokio::task::spawn_blocking(task).map_err(Into::into).boxed()
+        futures_util::future::ready(Ok(task())).boxed()
     }
 
     fn get_runtime() -> Self {
         Self
     }
+}
+
+/// Runs `future` to its end on this blocking thread (a SQLite body, whose statements run inline:
+/// it only ever waits for the async side, see `modify`).
+pub(crate) fn block_on<F: Future>(future: F) -> F::Output {
+    Handle::current().block_on(future)
+}
+
+/// Runs `work` on a checked-out SQLite connection in one trip to a blocking thread, holding
+/// `turn` (a writer's place in the queue) until it ends. Dropping the returned future detaches
+/// the trip, which still finishes and returns the connection to the pool.
+pub(crate) async fn run_blocking<T: Send + 'static>(
+    mut lease: Lease<SqliteConn>,
+    turn: Option<Turn>,
+    work: impl FnOnce(&mut SqliteConn) -> Result<T, Failure> + Send + 'static,
+) -> Result<T, Failure> {
+    let trip = tokio::task::spawn_blocking(move || {
+        let out = match &turn {
+            Some(turn) => turn.run(lease.conn(), work)?,
+            None => work(lease.conn()),
+        };
+        lease.settle();
+        out
+    });
+    trip.await.map_err(|e| Failure::Domain(Error::Internal(format!("a database task failed: {e}").into())))?
 }
 
 /// A pooled connection checked out for one operation.
@@ -209,7 +322,8 @@ pub(crate) async fn finish<C: AsyncConnection, T>(
 /// Runs `body` with `conn` bound to a pooled connection of `store` (a [`DieselStore`]), for
 /// whichever backend it has. The body is written once and compiled once per backend; it is an
 /// `async` block returning `Result<T, Failure>` (so `?` and `return` work inside), and the macro
-/// evaluates to `prefs_domain::Result<T>`.
+/// evaluates to `prefs_domain::Result<T>`. On SQLite the body runs on a blocking thread, so what
+/// it uses must be owned (`'static`): it takes its captures by move.
 ///
 /// `with_conn!(store, transaction |conn| body)` runs the body in a write transaction
 /// ([`WriteTransaction::begin_write`]), committed if it returns `Ok` and rolled back otherwise.
@@ -217,7 +331,7 @@ pub(crate) async fn finish<C: AsyncConnection, T>(
 /// [`DieselStore`]: crate::DieselStore
 macro_rules! with_conn {
     ($store:expr, transaction |$conn:ident| $body:expr) => {
-        $crate::pool::with_conn!($store, |conn| {
+        $crate::pool::with_conn!(@run $store, true, |conn| {
             $crate::pool::WriteTransaction::begin_write(conn).await?;
             let out = $crate::pool::body(async {
                 let $conn = &mut *conn;
@@ -227,31 +341,41 @@ macro_rules! with_conn {
             $crate::pool::finish(conn, out).await
         })
     };
-    ($store:expr, |$conn:ident| $body:expr) => {{
+    ($store:expr, |$conn:ident| $body:expr) => {
+        $crate::pool::with_conn!(@run $store, false, |$conn| $body)
+    };
+    (@run $store:expr, $write:expr, |$conn:ident| $body:expr) => {{
         let store = &$store;
+        let wait = store.pool_wait;
         let out = match &store.pools {
-            $crate::pool::Pools::Sqlite(pool) => {
-                $crate::pool::with_conn!(@lease pool, store.pool_wait, $conn, $body)
+            $crate::pool::Pools::Sqlite(sqlite) => {
+                $crate::pool::body(async {
+                    let turn = if $write { Some(sqlite.turn(wait).await?) } else { None };
+                    let left = turn.as_ref().map_or(wait, $crate::pool::Turn::left);
+                    let lease = $crate::pool::Lease::checkout(&sqlite.pool, left).await?;
+                    $crate::pool::run_blocking(lease, turn, move |$conn| {
+                        $crate::pool::block_on($crate::pool::body(async move { $body }))
+                    })
+                    .await
+                })
+                .await
             }
             $crate::pool::Pools::Postgres(pool) => {
-                $crate::pool::with_conn!(@lease pool, store.pool_wait, $conn, $body)
+                $crate::pool::body(async {
+                    let mut lease = $crate::pool::Lease::checkout(pool, wait).await?;
+                    let out = $crate::pool::body(async {
+                        let $conn = lease.conn();
+                        $body
+                    })
+                    .await;
+                    lease.settle();
+                    out
+                })
+                .await
             }
         };
         out.map_err(::prefs_domain::Error::from)
     }};
-    (@lease $pool:expr, $wait:expr, $conn:ident, $body:expr) => {
-        $crate::pool::body(async {
-            let mut lease = $crate::pool::Lease::checkout($pool, $wait).await?;
-            let out = $crate::pool::body(async {
-                let $conn = lease.conn();
-                $body
-            })
-            .await;
-            lease.settle();
-            out
-        })
-        .await
-    };
 }
 
 pub(crate) use with_conn;

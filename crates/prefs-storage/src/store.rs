@@ -1,6 +1,7 @@
 //! [`DieselStore`]: the storage ports over a pool of SQLite or PostgreSQL connections.
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -15,11 +16,13 @@ use prefs_domain::{
     Change, Edit, Error, Namespace, Preference, PreferenceId, PreferenceKey, PreferenceStore, Result, User,
     UserId, UserStore, Username,
 };
+use quick_cache::sync::Cache;
+use tokio::sync::oneshot;
 
 use crate::PoolStatus;
 use crate::config::{Backend, StoreConfig};
 use crate::error::{Failure, StorageError, username_conflict};
-use crate::pool::{self, Lease, Pools, with_conn};
+use crate::pool::{self, Lease, Pools, Sqlite, with_conn};
 use crate::rows::{
     NewPreference, NewUser, PreferenceRow, UserRow, now_micros, preferences_from, stored_value,
 };
@@ -34,10 +37,18 @@ const MIGRATION_LOCK: i64 = 0x7072_6566_735f_6d69; // "prefs_mi"
 
 /// The storage adapter: implements [`UserStore`] and [`PreferenceStore`] over SQLite or
 /// PostgreSQL, chosen by the database URL. Cloning is cheap and shares the pool.
+///
+/// It remembers the users it provisions ([`StoreConfig::user_cache`]), so that
+/// [`UserStore::provision`] of a known subject and username needs no query. Preferences are never
+/// cached. A remembered user stays right while it exists: ids are never reused, and a changed
+/// username misses the cache. A user removed meanwhile (by `prefs users remove` or another
+/// instance) is noticed by the next read or write for it, which answers
+/// [`Error::UserNotFound`] and forgets it; the service then provisions the subject again.
 #[derive(Clone)]
 pub struct DieselStore {
     pub(crate) pools: Pools,
     pub(crate) pool_wait: Duration,
+    users: Option<Arc<Cache<String, User>>>,
 }
 
 impl DieselStore {
@@ -73,7 +84,8 @@ impl DieselStore {
                 );
                 // A SQLite connection does not break by itself; its transaction state is
                 // still checked on every return.
-                pool::pool(url, size, setup, RecyclingMethod::Fast).map(Pools::Sqlite)
+                pool::pool(url, size, setup, RecyclingMethod::Fast)
+                    .map(|pool| Pools::Sqlite(Sqlite::new(pool)))
             }
             Backend::Postgres => {
                 let setup = format!("SET lock_timeout = {wait_ms}");
@@ -83,7 +95,8 @@ impl DieselStore {
             }
         }
         .map_err(|e| StorageError::InvalidConfig(e.to_string()))?;
-        Ok(Self { pools, pool_wait: config.pool_wait })
+        let users = (config.user_cache > 0).then(|| Arc::new(Cache::new(config.user_cache)));
+        Ok(Self { pools, pool_wait: config.pool_wait, users })
     }
 
     /// Runs the embedded migrations that have not run yet; running it again is a no-op. One run
@@ -97,18 +110,16 @@ impl DieselStore {
         let backend = self.backend();
         let unreachable = |failure: Failure| StorageError::Database { backend, source: failure.into() };
         let migrated = match &self.pools {
-            Pools::Sqlite(pool) => {
-                let mut lease = Lease::checkout(pool, self.pool_wait).await.map_err(unreachable)?;
-                let out = lease
-                    .conn()
-                    .spawn_blocking(|conn| {
+            Pools::Sqlite(sqlite) => {
+                let lease = Lease::checkout(&sqlite.pool, self.pool_wait).await.map_err(unreachable)?;
+                let migrated = pool::run_blocking(lease, None, |conn| {
+                    Ok(pool::block_on(conn.spawn_blocking(|conn| {
                         Ok(conn.immediate_transaction(|conn| {
                             conn.run_pending_migrations(SQLITE_MIGRATIONS).map(drop)
                         }))
-                    })
-                    .await;
-                lease.settle();
-                out.map_err(|e| unreachable(e.into()))?
+                    })))
+                });
+                migrated.await.map_err(unreachable)?.map_err(|e| unreachable(e.into()))?
             }
             Pools::Postgres(pool) => {
                 // The migration harness is synchronous: run it on a blocking thread over a
@@ -131,7 +142,7 @@ impl DieselStore {
     /// The connection pool's figures now, for metrics.
     pub fn pool_status(&self) -> PoolStatus {
         match &self.pools {
-            Pools::Sqlite(pool) => pool.status(),
+            Pools::Sqlite(sqlite) => sqlite.pool.status(),
             Pools::Postgres(pool) => pool.status(),
         }
     }
@@ -145,6 +156,24 @@ impl DieselStore {
     }
 }
 
+impl DieselStore {
+    /// Forgets every remembered user when `out` says that one of them is gone: users are removed
+    /// rarely, and the subject's next provisioning must then ask the database, whichever user
+    /// this store remembers for it.
+    fn noticing<T>(&self, out: Result<T>) -> Result<T> {
+        if let Err(Error::UserNotFound) = out {
+            self.forget_users();
+        }
+        out
+    }
+
+    fn forget_users(&self) {
+        if let Some(users) = &self.users {
+            users.clear();
+        }
+    }
+}
+
 impl fmt::Debug for DieselStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("DieselStore")
@@ -152,6 +181,16 @@ impl fmt::Debug for DieselStore {
             .field("pool_wait", &self.pool_wait)
             .finish_non_exhaustive()
     }
+}
+
+/// Inside a `with_conn!` body: returns [`Error::UserNotFound`] unless user `$user` exists.
+macro_rules! known_user {
+    ($conn:expr, $user:expr) => {
+        let exists = diesel::select(diesel::dsl::exists(users::table.find($user)));
+        if !exists.get_result::<bool>($conn).await? {
+            return Err(Error::UserNotFound.into());
+        }
+    };
 }
 
 /// The preferences of one user in one namespace, unordered.
@@ -163,21 +202,26 @@ fn in_namespace<'a>(user: i64, namespace: &'a str) -> _ {
 #[async_trait]
 impl UserStore for DieselStore {
     async fn provision(&self, subject: &str, username: &Username) -> Result<User> {
-        with_conn!(self, |conn| {
+        let cached = self.users.as_ref().and_then(|users| users.get(subject));
+        if let Some(user) = cached.filter(|user| user.username == *username) {
+            return Ok(user);
+        }
+        let (subject, username) = (subject.to_owned(), username.clone());
+        let user = with_conn!(self, |conn| {
             // The common case, on every request: one indexed read, no write. Lookups by a unique key
             // use `get_result`, not `first`: `first` binds a `LIMIT`, and SQLite re-plans a
             // statement whose `LIMIT` is re-bound, on every call.
             let found: Option<UserRow> = users::table
-                .filter(users::subject.eq(subject))
+                .filter(users::subject.eq(&subject))
                 .select(UserRow::as_select())
                 .get_result(conn)
                 .await
                 .optional()?;
-            if let Some(user) = found.map(User::try_from).transpose()?.filter(|u| u.username == *username) {
+            if let Some(user) = found.map(User::try_from).transpose()?.filter(|u| u.username == username) {
                 return Ok(user);
             }
             // A new subject, or a new username: one atomic upsert on the subject.
-            let new = NewUser { subject, username: username.as_str(), created_at: now_micros() };
+            let new = NewUser { subject: &subject, username: username.as_str(), created_at: now_micros() };
             let row = diesel::insert_into(users::table)
                 .values(&new)
                 .on_conflict(users::subject)
@@ -186,9 +230,13 @@ impl UserStore for DieselStore {
                 .returning(UserRow::as_returning())
                 .get_result(conn)
                 .await
-                .map_err(|e| username_conflict(e, username))?;
+                .map_err(|e| username_conflict(e, &username))?;
             Ok(User::try_from(row)?)
-        })
+        })?;
+        if let Some(users) = &self.users {
+            users.insert(user.subject.clone(), user.clone());
+        }
+        Ok(user)
     }
 
     async fn user_by_id(&self, id: UserId) -> Result<Option<User>> {
@@ -200,6 +248,7 @@ impl UserStore for DieselStore {
     }
 
     async fn user_by_username(&self, username: &Username) -> Result<Option<User>> {
+        let username = username.clone();
         with_conn!(self, |conn| {
             let row: Option<UserRow> = users::table
                 .filter(users::username.eq(username.as_str()))
@@ -213,21 +262,29 @@ impl UserStore for DieselStore {
 
     async fn remove_user(&self, id: UserId) -> Result<bool> {
         // Preferences go with the user row: ON DELETE CASCADE (SQLite: foreign_keys=ON).
-        with_conn!(self, |conn| Ok(diesel::delete(users::table.find(id.0)).execute(conn).await? > 0))
+        let removed =
+            with_conn!(self, |conn| Ok(diesel::delete(users::table.find(id.0)).execute(conn).await? > 0))?;
+        self.forget_users();
+        Ok(removed)
     }
 }
 
 #[async_trait]
 impl PreferenceStore for DieselStore {
     async fn namespace(&self, user: UserId, namespace: &Namespace) -> Result<Vec<Preference>> {
-        with_conn!(self, |conn| {
+        let namespace = namespace.clone();
+        let found = with_conn!(self, |conn| {
             let rows = in_namespace(user.0, namespace.as_str())
                 .order(preferences::id)
                 .select(PreferenceRow::as_select())
                 .load(conn)
                 .await?;
+            if rows.is_empty() {
+                known_user!(conn, user.0);
+            }
             Ok(preferences_from(rows)?)
-        })
+        });
+        self.noticing(found)
     }
 
     async fn preference(
@@ -236,15 +293,20 @@ impl PreferenceStore for DieselStore {
         namespace: &Namespace,
         key: &PreferenceKey,
     ) -> Result<Option<Preference>> {
-        with_conn!(self, |conn| {
+        let (namespace, key) = (namespace.clone(), key.clone());
+        let found = with_conn!(self, |conn| {
             let row: Option<PreferenceRow> = in_namespace(user.0, namespace.as_str())
                 .filter(preferences::key.eq(key.as_str()))
                 .select(PreferenceRow::as_select())
                 .get_result(conn)
                 .await
                 .optional()?;
+            if row.is_none() {
+                known_user!(conn, user.0);
+            }
             Ok(row.map(Preference::try_from).transpose()?)
-        })
+        });
+        self.noticing(found)
     }
 
     async fn preference_by_id(
@@ -253,99 +315,137 @@ impl PreferenceStore for DieselStore {
         namespace: &Namespace,
         id: PreferenceId,
     ) -> Result<Option<Preference>> {
-        with_conn!(self, |conn| {
+        let namespace = namespace.clone();
+        let found = with_conn!(self, |conn| {
             let row: Option<PreferenceRow> = in_namespace(user.0, namespace.as_str())
                 .filter(preferences::id.eq(id.0))
                 .select(PreferenceRow::as_select())
                 .get_result(conn)
                 .await
                 .optional()?;
+            if row.is_none() {
+                known_user!(conn, user.0);
+            }
             Ok(row.map(Preference::try_from).transpose()?)
-        })
+        });
+        self.noticing(found)
     }
 
     async fn all_preferences(&self, user: UserId) -> Result<Vec<Preference>> {
-        with_conn!(self, |conn| {
+        let found = with_conn!(self, |conn| {
             let rows = preferences::table
                 .filter(preferences::user_id.eq(user.0))
                 .order((preferences::namespace, preferences::id))
                 .select(PreferenceRow::as_select())
                 .load(conn)
                 .await?;
+            if rows.is_empty() {
+                known_user!(conn, user.0);
+            }
             Ok(preferences_from(rows)?)
-        })
+        });
+        self.noticing(found)
     }
 
     async fn modify(&self, user: UserId, namespace: &Namespace, edit: &Edit<'_>) -> Result<Vec<Preference>> {
-        let (user, namespace) = (user.0, namespace.as_str());
-        with_conn!(
-            self,
-            transaction | conn | {
-                if !pool::WriteTransaction::lock_user(conn, user).await? {
-                    return Err(Error::UserNotFound.into());
-                }
-                let load =
-                    in_namespace(user, namespace).order(preferences::id).select(PreferenceRow::as_select());
-                let current = preferences_from(load.load(conn).await?)?;
-                let changes = edit(&current)?;
-                if changes.is_empty() {
-                    return Ok(current);
-                }
-                let now = now_micros();
-                for change in &changes {
-                    match change {
-                        Change::Put { key, value } => {
-                            let new = NewPreference {
-                                user_id: user,
-                                namespace,
-                                key: key.as_str(),
-                                value: stored_value(value),
-                                created_at: now,
-                                updated_at: now,
-                                version: 1,
-                            };
-                            diesel::insert_into(preferences::table)
-                                .values(&new)
-                                .on_conflict((preferences::user_id, preferences::namespace, preferences::key))
-                                .do_update()
+        let (user, namespace) = (user.0, namespace.as_str().to_owned());
+        // The transaction may run on a blocking thread (SQLite) while `edit` runs here: the
+        // current preferences go out, the changes come back.
+        let (current_tx, current_rx) = oneshot::channel::<Vec<Preference>>();
+        let (changes_tx, changes_rx) = oneshot::channel::<Result<Vec<Change>>>();
+        let write = async {
+            with_conn!(
+                self,
+                transaction | conn | {
+                    if !pool::WriteTransaction::lock_user(conn, user).await? {
+                        return Err(Error::UserNotFound.into());
+                    }
+                    let load = in_namespace(user, &namespace)
+                        .order(preferences::id)
+                        .select(PreferenceRow::as_select());
+                    let current = preferences_from(load.load(conn).await?)?;
+                    let planned = current_tx.send(current).ok().map(|()| changes_rx);
+                    let Some(Ok(changes)) = futures_util::future::OptionFuture::from(planned).await else {
+                        return Err(Error::Internal("the write was abandoned".into()).into());
+                    };
+                    let changes = changes?;
+                    if changes.is_empty() {
+                        return Ok(None);
+                    }
+                    let now = now_micros();
+                    for change in &changes {
+                        match change {
+                            Change::Put { key, value } => {
+                                let new = NewPreference {
+                                    user_id: user,
+                                    namespace: &namespace,
+                                    key: key.as_str(),
+                                    value: stored_value(value),
+                                    created_at: now,
+                                    updated_at: now,
+                                    version: 1,
+                                };
+                                diesel::insert_into(preferences::table)
+                                    .values(&new)
+                                    .on_conflict((
+                                        preferences::user_id,
+                                        preferences::namespace,
+                                        preferences::key,
+                                    ))
+                                    .do_update()
+                                    .set((
+                                        preferences::value.eq(excluded(preferences::value)),
+                                        preferences::updated_at.eq(excluded(preferences::updated_at)),
+                                        preferences::version.eq(preferences::version + 1),
+                                    ))
+                                    .execute(conn)
+                                    .await?;
+                            }
+                            Change::Delete { key } => {
+                                diesel::delete(
+                                    in_namespace(user, &namespace).filter(preferences::key.eq(key.as_str())),
+                                )
+                                .execute(conn)
+                                .await?;
+                            }
+                            Change::Rename { from, to } => {
+                                let renamed = diesel::update(
+                                    in_namespace(user, &namespace).filter(preferences::key.eq(from.as_str())),
+                                )
                                 .set((
-                                    preferences::value.eq(excluded(preferences::value)),
-                                    preferences::updated_at.eq(excluded(preferences::updated_at)),
+                                    preferences::key.eq(to.as_str()),
+                                    preferences::updated_at.eq(now),
                                     preferences::version.eq(preferences::version + 1),
                                 ))
                                 .execute(conn)
                                 .await?;
-                        }
-                        Change::Delete { key } => {
-                            diesel::delete(
-                                in_namespace(user, namespace).filter(preferences::key.eq(key.as_str())),
-                            )
-                            .execute(conn)
-                            .await?;
-                        }
-                        Change::Rename { from, to } => {
-                            let renamed = diesel::update(
-                                in_namespace(user, namespace).filter(preferences::key.eq(from.as_str())),
-                            )
-                            .set((
-                                preferences::key.eq(to.as_str()),
-                                preferences::updated_at.eq(now),
-                                preferences::version.eq(preferences::version + 1),
-                            ))
-                            .execute(conn)
-                            .await?;
-                            if renamed == 0 {
-                                return Err(Error::Internal(
-                                    format!("cannot rename missing key {from}").into(),
-                                )
-                                .into());
+                                if renamed == 0 {
+                                    return Err(Error::Internal(
+                                        format!("cannot rename missing key {from}").into(),
+                                    )
+                                    .into());
+                                }
                             }
                         }
                     }
+                    Ok(Some(preferences_from(load.load(conn).await?)?))
                 }
-                Ok(preferences_from(load.load(conn).await?)?)
-            }
-        )
+            )
+        };
+        let plan = async {
+            let current = current_rx.await.ok()?;
+            let changes = edit(&current);
+            let unchanged = matches!(&changes, Ok(changes) if changes.is_empty());
+            changes_tx.send(changes).ok()?;
+            unchanged.then_some(current)
+        };
+        let out = match futures_util::future::join(write, plan).await {
+            (Ok(Some(after)), _) => Ok(after),
+            (Ok(None), Some(current)) => Ok(current),
+            (Ok(None), None) => Err(Error::Internal("an unchanged write lost its preferences".into())),
+            (Err(error), _) => Err(error),
+        };
+        self.noticing(out)
     }
 
     async fn ping(&self) -> Result<()> {

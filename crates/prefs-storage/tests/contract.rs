@@ -11,8 +11,9 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use prefs_domain::{
-    Change, ClientId, Error, Namespace, Preference, PreferenceId, PreferenceKey, PreferenceStore,
-    PreferenceValue, Result, User, UserId, UserStore, Username,
+    Change, ClientId, Error, Namespace, Preconditions, Preference, PreferenceId, PreferenceKey,
+    PreferenceService, PreferenceStore, PreferenceValue, Principal, Result, User, UserId, UserRef, UserStore,
+    Username,
 };
 use prefs_storage::testing::{Scratch, scratch};
 use prefs_storage::{Backend, DieselStore, StoreConfig};
@@ -80,6 +81,8 @@ contract! {
     tokio::test => a_failing_edit_writes_nothing_and_its_error_comes_back,
     tokio::test => a_failing_change_rolls_back_the_whole_modify,
     tokio::test => modify_of_an_unknown_user_is_user_not_found,
+    tokio::test => reads_of_an_unknown_user_are_user_not_found,
+    tokio::test => a_user_removed_through_another_instance_is_noticed,
     tokio::test => json_values_round_trip_exactly,
     tokio::test => migrations_run_twice_are_a_no_op,
     tokio::test => ping_answers,
@@ -240,9 +243,10 @@ async fn remove_user_erases_every_preference_and_reports_existence(fx: Fixture) 
     assert!(fx.store.remove_user(alice.id).await.unwrap());
     assert_eq!(fx.store.user_by_id(alice.id).await.unwrap(), None);
     assert_eq!(fx.store.user_by_username(&alice.username).await.unwrap(), None);
-    assert!(fx.store.namespace(alice.id, &GLOBAL).await.unwrap().is_empty());
-    assert!(fx.store.namespace(alice.id, &client("appA")).await.unwrap().is_empty());
-    assert_eq!(fx.store.preference_by_id(alice.id, &GLOBAL, global.id).await.unwrap(), None);
+    let gone = |out: Result<_>| matches!(out, Err(Error::UserNotFound));
+    assert!(gone(fx.store.namespace(alice.id, &GLOBAL).await.map(drop)));
+    assert!(gone(fx.store.namespace(alice.id, &client("appA")).await.map(drop)));
+    assert!(gone(fx.store.preference_by_id(alice.id, &GLOBAL, global.id).await.map(drop)));
     assert_eq!(fx.store.namespace(bob.id, &GLOBAL).await.unwrap(), vec![kept.clone()]);
     assert!(!fx.store.remove_user(alice.id).await.unwrap());
 
@@ -298,7 +302,8 @@ async fn all_preferences_spans_namespaces_of_one_user(fx: Fixture) {
     let all = fx.store.all_preferences(alice.id).await.unwrap();
     let seen: Vec<(&str, &str)> = all.iter().map(|p| (p.namespace.as_str(), p.key.as_str())).collect();
     assert_eq!(seen, [("appA", "a"), ("global", "g2"), ("global", "g1"), ("zeta", "z")]);
-    assert!(fx.store.all_preferences(UserId(alice.id.0 + 1000)).await.unwrap().is_empty());
+    let ghost = fx.store.all_preferences(UserId(alice.id.0 + 1000)).await;
+    assert!(matches!(ghost, Err(Error::UserNotFound)), "{ghost:?}");
 }
 
 async fn preference_lookups_respect_user_and_namespace(fx: Fixture) {
@@ -436,7 +441,59 @@ async fn modify_of_an_unknown_user_is_user_not_found(fx: Fixture) {
     assert!(matches!(fx.store.modify(ghost, &GLOBAL, &put_a).await, Err(Error::UserNotFound)));
     assert!(fx.store.remove_user(alice.id).await.unwrap());
     assert!(matches!(fx.store.modify(alice.id, &GLOBAL, &put_a).await, Err(Error::UserNotFound)));
-    assert!(fx.store.namespace(ghost, &GLOBAL).await.unwrap().is_empty());
+}
+
+async fn reads_of_an_unknown_user_are_user_not_found(fx: Fixture) {
+    let alice = user(&fx.store, "alice").await;
+    let ghost = UserId(alice.id.0 + 1000);
+    let found = put(&fx.store, &alice, &GLOBAL, "a", json!(1)).await;
+    let gone = |out: Result<_>| matches!(out, Err(Error::UserNotFound));
+    assert!(gone(fx.store.namespace(ghost, &GLOBAL).await.map(drop)));
+    assert!(gone(fx.store.preference(ghost, &GLOBAL, &key("a")).await.map(drop)));
+    assert!(gone(fx.store.preference_by_id(ghost, &GLOBAL, found.id).await.map(drop)));
+    assert!(gone(fx.store.all_preferences(ghost).await.map(drop)));
+    // An existing user without preferences reads as empty.
+    assert_eq!(fx.store.namespace(alice.id, &client("app")).await.unwrap(), vec![]);
+    assert_eq!(fx.store.preference(alice.id, &GLOBAL, &key("b")).await.unwrap(), None);
+    assert_eq!(fx.store.preference_by_id(alice.id, &client("app"), found.id).await.unwrap(), None);
+}
+
+async fn a_user_removed_through_another_instance_is_noticed(fx: Fixture) {
+    let other = fx.impatient_store(2).await;
+    let service = PreferenceService::new(Arc::new(fx.store.clone()), prefs_domain::Limits::default());
+    let principal = Principal {
+        subject: "sub-alice".into(),
+        username: name("alice"),
+        staff: false,
+        admin: false,
+        scopes: Default::default(),
+        client_id: None,
+    };
+    let actor = service.sign_in(principal.clone()).await.unwrap();
+    // Another instance removes alice; she signs in there again (a new user) and writes.
+    assert!(other.remove_user(actor.user.id).await.unwrap());
+    let again = user(&other, "alice").await;
+    assert_ne!(again.id, actor.user.id);
+    put(&other, &again, &GLOBAL, "lang", json!("fr")).await;
+    // This store remembers the removed user until a read finds it gone; the service then signs
+    // alice in again, so her read sees the other instance's write at once.
+    assert_eq!(user(&fx.store, "alice").await.id, actor.user.id);
+    let stale = service.sign_in(principal.clone()).await.unwrap();
+    let read = service.namespace(&stale, &UserRef::Me, &GLOBAL).await.unwrap();
+    assert_eq!(
+        read.iter().map(|p| (p.key.as_str(), p.value.as_json().clone())).collect::<Vec<_>>(),
+        [("lang", json!("fr"))]
+    );
+    assert_eq!(user(&fx.store, "alice").await.id, again.id);
+    // A write through a stale actor lands on the new user too.
+    other.remove_user(again.id).await.unwrap();
+    let third = user(&other, "alice").await;
+    service
+        .put(&stale, &UserRef::Me, &GLOBAL, "theme", json!("dark"), &Preconditions::default())
+        .await
+        .unwrap();
+    let written = other.namespace(third.id, &GLOBAL).await.unwrap();
+    assert_eq!(written.iter().map(|p| p.key.as_str()).collect::<Vec<_>>(), ["theme"]);
 }
 
 async fn json_values_round_trip_exactly(fx: Fixture) {

@@ -137,6 +137,9 @@ pub struct DatabaseArgs {
     /// SQLite `synchronous`: `full` survives power loss; `normal` is faster and survives a crash.
     #[arg(long, env = "PREFS_SQLITE_SYNCHRONOUS", value_enum, default_value_t = Synchronous::Full)]
     pub sqlite_synchronous: Synchronous,
+    /// Users remembered by subject, so a token resolves without a query; 0 turns it off.
+    #[arg(long, env = "PREFS_USER_CACHE", default_value_t = StoreConfig::DEFAULT_USER_CACHE)]
+    pub user_cache: usize,
 }
 
 /// SQLite durability settings.
@@ -154,6 +157,7 @@ impl DatabaseArgs {
         let mut config = StoreConfig::new(self.database_url.clone());
         config.pool_size = self.pool_size;
         config.pool_wait = self.pool_timeout;
+        config.user_cache = self.user_cache;
         config.sqlite_synchronous = match self.sqlite_synchronous {
             Synchronous::Full => SqliteSynchronous::Full,
             Synchronous::Normal => SqliteSynchronous::Normal,
