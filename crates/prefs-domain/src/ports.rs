@@ -1,14 +1,17 @@
 //! The ports a storage adapter implements. Each method states what it MUST do; the contract test
 //! suite of `prefs-storage` holds every adapter to it.
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 
 use crate::error::Result;
 use crate::model::{Change, Namespace, Preference, PreferenceId, PreferenceKey, User, UserId, Username};
 
-/// Plans the changes of one write from the namespace's current preferences. It may be called
-/// more than once if the store retries a transaction, so it must not have side effects.
-pub type Edit<'a> = dyn Fn(&[Preference]) -> Result<Vec<Change>> + Send + Sync + 'a;
+/// Plans the changes of one write from the namespace's current preferences. The store runs it
+/// inside its transaction, on whichever thread that runs on, and may call it more than once if it
+/// retries a transaction, so it must not have side effects.
+pub type Edit = dyn Fn(&[Preference]) -> Result<Vec<Change>> + Send + Sync;
 
 /// Users: just-in-time provisioning and lookups.
 #[async_trait]
@@ -91,7 +94,7 @@ pub trait PreferenceStore: Send + Sync {
     /// MUST return the error of `edit` unchanged, having written nothing;
     /// [`Error::UserNotFound`](crate::Error::UserNotFound) when the user does not exist (removed
     /// meanwhile); otherwise as [`PreferenceStore::namespace`].
-    async fn modify(&self, user: UserId, namespace: &Namespace, edit: &Edit<'_>) -> Result<Vec<Preference>>;
+    async fn modify(&self, user: UserId, namespace: &Namespace, edit: Arc<Edit>) -> Result<Vec<Preference>>;
 
     /// Checks that the database answers.
     ///

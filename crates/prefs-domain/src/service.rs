@@ -11,7 +11,7 @@ use crate::error::{Error, FieldError, Result};
 use crate::limits::Limits;
 use crate::merge_patch::{self, parse_key};
 use crate::model::{Change, Namespace, Preference, PreferenceId, PreferenceValue, User, UserId, Username};
-use crate::ports::Store;
+use crate::ports::{Edit, Store};
 
 /// An authenticated caller: the token's principal and the user prefs knows them as.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -205,9 +205,10 @@ impl PreferenceService {
         patch: &Map<String, Value>,
         conditions: &Preconditions,
     ) -> Result<Vec<Preference>> {
-        self.write(actor, target, namespace, &|current| {
+        let (conditions, patch, limits) = (conditions.clone(), patch.clone(), self.limits);
+        self.write(actor, target, namespace, move |current| {
             conditions.check_write(Some(&ETag::of_namespace(current)))?;
-            merge_patch::merge_patch(current, patch, &self.limits)
+            merge_patch::merge_patch(current, &patch, &limits)
         })
         .await
     }
@@ -224,9 +225,10 @@ impl PreferenceService {
         members: &Map<String, Value>,
         conditions: &Preconditions,
     ) -> Result<Vec<Preference>> {
-        self.write(actor, target, namespace, &|current| {
+        let (conditions, members, limits) = (conditions.clone(), members.clone(), self.limits);
+        self.write(actor, target, namespace, move |current| {
             conditions.check_write(Some(&ETag::of_namespace(current)))?;
-            merge_patch::replace_all(current, members, &self.limits)
+            merge_patch::replace_all(current, &members, &limits)
         })
         .await
     }
@@ -247,11 +249,12 @@ impl PreferenceService {
     ) -> Result<Preference> {
         let key = parse_key(key)?;
         let value = PreferenceValue::new(value, key.as_str(), &self.limits)?;
+        let (name, conditions, limits) = (key.clone(), conditions.clone(), self.limits);
         let after = self
-            .write(actor, target, namespace, &|current| {
-                conditions.check_write(tag_of(current, |p| p.key == key).as_ref())?;
-                let changes = vec![Change::Put { key: key.clone(), value: value.clone() }];
-                merge_patch::check_key_count(current, &changes, &self.limits)?;
+            .write(actor, target, namespace, move |current| {
+                conditions.check_write(tag_of(current, |p| p.key == name).as_ref())?;
+                let changes = vec![Change::Put { key: name.clone(), value: value.clone() }];
+                merge_patch::check_key_count(current, &changes, &limits)?;
                 Ok(changes)
             })
             .await?;
@@ -272,8 +275,8 @@ impl PreferenceService {
         key: &str,
         conditions: &Preconditions,
     ) -> Result<()> {
-        let key = parse_key(key)?;
-        self.write(actor, target, namespace, &|current| {
+        let (key, conditions) = (parse_key(key)?, conditions.clone());
+        self.write(actor, target, namespace, move |current| {
             let found = current.iter().find(|p| p.key == key);
             conditions.check_write(found.map(ETag::of_preference).as_ref())?;
             let found = found.ok_or(Error::PreferenceNotFound)?;
@@ -307,13 +310,14 @@ impl PreferenceService {
     ) -> Result<Preference> {
         let key = parse_key(key).map_err(|e| field("key", e))?;
         let value = PreferenceValue::new(value, "value", &self.limits)?;
+        let (name, limits) = (key.clone(), self.limits);
         let after = self
-            .write(actor, target, &Namespace::Global, &|current| {
-                if current.iter().any(|p| p.key == key) {
+            .write(actor, target, &Namespace::Global, move |current| {
+                if current.iter().any(|p| p.key == name) {
                     return Err(key_exists());
                 }
-                let changes = vec![Change::Put { key: key.clone(), value: value.clone() }];
-                merge_patch::check_key_count(current, &changes, &self.limits)?;
+                let changes = vec![Change::Put { key: name.clone(), value: value.clone() }];
+                merge_patch::check_key_count(current, &changes, &limits)?;
                 Ok(changes)
             })
             .await?;
@@ -339,24 +343,29 @@ impl PreferenceService {
         let key = key.map(|k| parse_key(k).map_err(|e| field("key", e))).transpose()?;
         let value = value.map(|v| PreferenceValue::new(v, "value", &self.limits)).transpose()?;
         let user = self.record_owner(actor, target, id).await?;
+        let conditions = conditions.clone();
         let after = self
             .store
-            .modify(user.id, &Namespace::Global, &|current| {
-                let record = current.iter().find(|p| p.id == id).ok_or(Error::PreferenceNotFound)?;
-                conditions.check_write(Some(&ETag::of_preference(record)))?;
-                let mut changes = Vec::new();
-                let mut name = record.key.clone();
-                if let Some(to) = key.as_ref().filter(|to| **to != record.key) {
-                    if current.iter().any(|p| p.key == *to) {
-                        return Err(key_exists());
+            .modify(
+                user.id,
+                &Namespace::Global,
+                Arc::new(move |current| {
+                    let record = current.iter().find(|p| p.id == id).ok_or(Error::PreferenceNotFound)?;
+                    conditions.check_write(Some(&ETag::of_preference(record)))?;
+                    let mut changes = Vec::new();
+                    let mut name = record.key.clone();
+                    if let Some(to) = key.as_ref().filter(|to| **to != record.key) {
+                        if current.iter().any(|p| p.key == *to) {
+                            return Err(key_exists());
+                        }
+                        changes.push(Change::Rename { from: record.key.clone(), to: to.clone() });
+                        name = to.clone();
                     }
-                    changes.push(Change::Rename { from: record.key.clone(), to: to.clone() });
-                    name = to.clone();
-                }
-                let value = value.clone().unwrap_or_else(|| record.value.clone());
-                changes.push(Change::Put { key: name, value });
-                Ok(changes)
-            })
+                    let value = value.clone().unwrap_or_else(|| record.value.clone());
+                    changes.push(Change::Put { key: name, value });
+                    Ok(changes)
+                }),
+            )
             .await?;
         find(after, |p| p.id == id)
     }
@@ -373,12 +382,17 @@ impl PreferenceService {
         conditions: &Preconditions,
     ) -> Result<()> {
         let user = self.record_owner(actor, target, id).await?;
+        let conditions = conditions.clone();
         self.store
-            .modify(user.id, &Namespace::Global, &|current| {
-                let record = current.iter().find(|p| p.id == id).ok_or(Error::PreferenceNotFound)?;
-                conditions.check_write(Some(&ETag::of_preference(record)))?;
-                Ok(vec![Change::Delete { key: record.key.clone() }])
-            })
+            .modify(
+                user.id,
+                &Namespace::Global,
+                Arc::new(move |current| {
+                    let record = current.iter().find(|p| p.id == id).ok_or(Error::PreferenceNotFound)?;
+                    conditions.check_write(Some(&ETag::of_preference(record)))?;
+                    Ok(vec![Change::Delete { key: record.key.clone() }])
+                }),
+            )
             .await
             .map(drop)
     }
@@ -404,10 +418,11 @@ impl PreferenceService {
         actor: &Actor,
         target: &UserRef,
         namespace: &Namespace,
-        edit: &crate::ports::Edit<'_>,
+        edit: impl Fn(&[Preference]) -> Result<Vec<Change>> + Send + Sync + 'static,
     ) -> Result<Vec<Preference>> {
+        let edit: Arc<Edit> = Arc::new(edit);
         self.as_owner(actor, target, namespace, Action::Write, |user| {
-            self.store.modify(user.id, namespace, edit)
+            self.store.modify(user.id, namespace, edit.clone())
         })
         .await
     }

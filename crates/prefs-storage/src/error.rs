@@ -71,6 +71,13 @@ impl From<DieselError> for Failure {
     }
 }
 
+/// A connection that could not be made, as the pool reports it.
+impl From<ConnectionError> for Failure {
+    fn from(error: ConnectionError) -> Self {
+        Self::Checkout(deadpool::managed::PoolError::Backend(ConnectError::ConnectionError(error)))
+    }
+}
+
 impl From<Error> for Failure {
     fn from(error: Error) -> Self {
         Self::Domain(error)

@@ -5,8 +5,7 @@
 //! ([`run_blocking`]): its statements execute inline there ([`Inline`]), so a request crosses
 //! threads once, not once per statement, and the body's future may be dropped at any time (the
 //! trip finishes on its own and returns the connection to the pool). SQLite write transactions
-//! queue on an in-process lock first ([`Sqlite::writer`]), so this process's writers take turns
-//! instead of sleeping in SQLite's busy handler; the busy timeout still covers other processes.
+//! go to the [`Writer`] thread instead, which commits them in batches.
 //!
 //! A PostgreSQL body runs where it is awaited. A [`Lease`] dropped before its body finished
 //! takes its connection out of the pool instead of returning it, since the connection may still
@@ -14,11 +13,9 @@
 //! back.
 
 use std::error::Error as StdError;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use deadpool::managed::{Manager, Object};
-use diesel::connection::AnsiTransactionManager as SyncAnsiTransactionManager;
 use diesel::prelude::*;
 use diesel::sqlite::SqliteConnection;
 use diesel_async::pooled_connection::deadpool::Pool;
@@ -32,10 +29,10 @@ use diesel_async::{
 use futures_util::future::{BoxFuture, FutureExt};
 use prefs_domain::Error;
 use tokio::runtime::Handle;
-use tokio::sync::{Mutex, OwnedMutexGuard};
 
 use crate::error::{CheckoutTimeout, Failure};
 use crate::schema::users;
+use crate::writer::Writer;
 
 /// A pooled SQLite connection: diesel's sync connection, whose statements run inline on the
 /// blocking thread of [`run_blocking`].
@@ -44,65 +41,15 @@ pub(crate) type SqliteConn = SyncConnectionWrapper<SqliteConnection, Inline>;
 /// One pool per backend; [`with_conn!`] dispatches on it.
 #[derive(Clone)]
 pub(crate) enum Pools {
-    /// SQLite.
-    Sqlite(Sqlite),
+    /// SQLite: the pool for reads and single statements, and the writer for transactions.
+    Sqlite {
+        /// Connections for reads and single statements.
+        pool: Pool<SqliteConn>,
+        /// Runs the write transactions.
+        writer: Writer,
+    },
     /// PostgreSQL.
     Postgres(Pool<AsyncPgConnection>),
-}
-
-/// The SQLite pool and the lock its write transactions queue on.
-#[derive(Clone)]
-pub(crate) struct Sqlite {
-    pub(crate) pool: Pool<SqliteConn>,
-    writer: Arc<Mutex<()>>,
-}
-
-impl Sqlite {
-    pub(crate) fn new(pool: Pool<SqliteConn>) -> Self {
-        Self { pool, writer: Arc::new(Mutex::new(())) }
-    }
-
-    /// Waits, at most `wait`, for this process's turn to write.
-    pub(crate) async fn turn(&self, wait: Duration) -> Result<Turn, Failure> {
-        let deadline = Instant::now() + wait;
-        let guard = tokio::time::timeout(wait, self.writer.clone().lock_owned())
-            .await
-            .map_err(|_| Failure::TimedOut(CheckoutTimeout(wait)))?;
-        Ok(Turn { _guard: guard, deadline, wait })
-    }
-}
-
-/// A writer's turn: this process's other SQLite writers wait until it is dropped. Its write waits
-/// for other processes' locks only as long as its wait has left, so that queueing here and in
-/// SQLite's busy handler together stay within the pool wait.
-pub(crate) struct Turn {
-    _guard: OwnedMutexGuard<()>,
-    deadline: Instant,
-    wait: Duration,
-}
-
-impl Turn {
-    /// What is left of the wait.
-    pub(crate) fn left(&self) -> Duration {
-        self.deadline.saturating_duration_since(Instant::now())
-    }
-
-    /// Runs `work` with SQLite's busy timeout cut to what is left of the wait when the turn took
-    /// long to come; the full timeout is set again afterwards.
-    fn run<T>(&self, conn: &mut SqliteConn, work: impl FnOnce(&mut SqliteConn) -> T) -> Result<T, Failure> {
-        const SLACK: Duration = Duration::from_millis(100);
-        let left = self.left();
-        if left + SLACK >= self.wait {
-            return Ok(work(conn));
-        }
-        let busy_timeout = |conn: &mut SqliteConn, wait: Duration| {
-            block_on(conn.batch_execute(&format!("PRAGMA busy_timeout = {}", wait.as_millis())))
-        };
-        busy_timeout(conn, left)?;
-        let out = work(conn);
-        busy_timeout(conn, self.wait)?;
-        Ok(out)
-    }
 }
 
 /// How a connection type is opened: where its blocking or background work runs.
@@ -113,22 +60,22 @@ pub(crate) trait Establish: AsyncConnection + SimpleAsyncConnection + Send + 'st
 }
 
 /// Opens and sets up a connection (which runs `setup_sql` once, when it is made).
-async fn open<C: Establish>(url: &str, setup_sql: &str) -> ConnectionResult<C> {
+pub(crate) async fn open<C: Establish>(url: &str, setup_sql: &str) -> ConnectionResult<C> {
     let mut conn = C::establish(url).await?;
     conn.batch_execute(setup_sql).await.map_err(ConnectionError::CouldntSetupConfiguration)?;
     Ok(conn)
 }
 
 /// A task that ended without an answer (it panicked) as a connection error.
-fn lost(error: impl std::fmt::Display) -> ConnectionError {
-    ConnectionError::BadConnection(format!("connecting failed: {error}"))
+fn lost(error: impl std::fmt::Debug) -> ConnectionError {
+    ConnectionError::BadConnection(format!("connecting failed: {error:?}"))
 }
 
 impl Establish for SqliteConn {
     /// Opening a file and setting its journal mode block (on a lock, for up to the busy timeout):
     /// on a blocking thread.
     fn open(url: String, setup_sql: String, runtime: &Handle) -> BoxFuture<'static, ConnectionResult<Self>> {
-        let task = runtime.spawn_blocking(move || block_on(open(&url, &setup_sql)));
+        let task = runtime.spawn_blocking(move || inline(open(&url, &setup_sql)).map_err(lost)?);
         async move { task.await.map_err(lost)? }.boxed()
     }
 }
@@ -179,25 +126,23 @@ impl SpawnBlocking for Inline {
     }
 }
 
-/// Runs `future` to its end on this blocking thread (a SQLite body, whose statements run inline:
-/// it only ever waits for the async side, see `modify`).
-pub(crate) fn block_on<F: Future>(future: F) -> F::Output {
-    Handle::current().block_on(future)
+/// The output of `future`, which must finish at its first poll: a SQLite body, whose statements
+/// run inline ([`Inline`]), so it never waits for anything.
+pub(crate) fn inline<F: Future>(future: F) -> Result<F::Output, Failure> {
+    future
+        .now_or_never()
+        .ok_or_else(|| Failure::Domain(Error::Internal("a SQLite call did not finish inline".into())))
 }
 
-/// Runs `work` on a checked-out SQLite connection in one trip to a blocking thread, holding
-/// `turn` (a writer's place in the queue) until it ends. Dropping the returned future detaches
-/// the trip, which still finishes and returns the connection to the pool.
+/// Runs `work` on a checked-out SQLite connection in one trip to a blocking thread. Dropping the
+/// returned future detaches the trip, which still finishes and returns the connection to the
+/// pool.
 pub(crate) async fn run_blocking<T: Send + 'static>(
     mut lease: Lease<SqliteConn>,
-    turn: Option<Turn>,
     work: impl FnOnce(&mut SqliteConn) -> Result<T, Failure> + Send + 'static,
 ) -> Result<T, Failure> {
     let trip = tokio::task::spawn_blocking(move || {
-        let out = match &turn {
-            Some(turn) => turn.run(lease.conn(), work)?,
-            None => work(lease.conn()),
-        };
+        let out = work(lease.conn());
         lease.settle();
         out
     });
@@ -263,34 +208,19 @@ pub(crate) fn body<T, F: Future<Output = Result<T, Failure>>>(future: F) -> F {
 
 /// What a write transaction needs that differs between the backends.
 pub(crate) trait WriteTransaction: AsyncConnection {
-    /// Begins a transaction for writing.
-    async fn begin_write(&mut self) -> QueryResult<()>;
-
     /// Excludes every other writer of `user` until the transaction ends; returns whether the user
     /// exists.
     async fn lock_user(&mut self, user: i64) -> QueryResult<bool>;
 }
 
 impl WriteTransaction for SqliteConn {
-    /// `BEGIN IMMEDIATE` takes the database's write lock up front, so writers queue on the busy
-    /// timeout instead of failing when a read lock cannot be upgraded.
-    async fn begin_write(&mut self) -> QueryResult<()> {
-        self.spawn_blocking(|conn| SyncAnsiTransactionManager::begin_transaction_sql(conn, "BEGIN IMMEDIATE"))
-            .await
-    }
-
-    /// The database-wide write lock is already held.
+    /// The database-wide write lock is already held (`BEGIN IMMEDIATE`).
     async fn lock_user(&mut self, user: i64) -> QueryResult<bool> {
         diesel::select(diesel::dsl::exists(users::table.find(user))).get_result(self).await
     }
 }
 
 impl WriteTransaction for AsyncPgConnection {
-    /// A plain `BEGIN` (READ COMMITTED); [`WriteTransaction::lock_user`] does the excluding.
-    async fn begin_write(&mut self) -> QueryResult<()> {
-        <Self as AsyncConnection>::TransactionManager::begin_transaction(self).await
-    }
-
     /// `SELECT … FOR UPDATE` on the user's row: writers of the same user, including those adding
     /// new keys, wait for each other.
     async fn lock_user(&mut self, user: i64) -> QueryResult<bool> {
@@ -319,63 +249,75 @@ pub(crate) async fn finish<C: AsyncConnection, T>(
     }
 }
 
-/// Runs `body` with `conn` bound to a pooled connection of `store` (a [`DieselStore`]), for
-/// whichever backend it has. The body is written once and compiled once per backend; it is an
-/// `async` block returning `Result<T, Failure>` (so `?` and `return` work inside), and the macro
-/// evaluates to `prefs_domain::Result<T>`. On SQLite the body runs on a blocking thread, so what
-/// it uses must be owned (`'static`): it takes its captures by move.
+/// Runs `body` with `conn` bound to a connection of `store` (a [`DieselStore`]), for whichever
+/// backend it has. The body is written once and compiled once per backend; it is an `async` block
+/// returning `Result<T, Failure>` (so `?` and `return` work inside), and the macro evaluates to
+/// `prefs_domain::Result<T>`. On SQLite the body runs on another thread, so what it uses must be
+/// owned (`'static`): it takes its captures by move.
 ///
-/// `with_conn!(store, transaction |conn| body)` runs the body in a write transaction
-/// ([`WriteTransaction::begin_write`]), committed if it returns `Ok` and rolled back otherwise.
+/// `with_conn!(store, transaction |conn| body)` runs the body in a write transaction, committed if
+/// it returns `Ok` and rolled back otherwise: on SQLite through the [`Writer`], on PostgreSQL in a
+/// transaction of its own.
 ///
 /// [`DieselStore`]: crate::DieselStore
 macro_rules! with_conn {
-    ($store:expr, transaction |$conn:ident| $body:expr) => {
-        $crate::pool::with_conn!(@run $store, true, |conn| {
-            $crate::pool::WriteTransaction::begin_write(conn).await?;
-            let out = $crate::pool::body(async {
-                let $conn = &mut *conn;
-                $body
-            })
-            .await;
-            $crate::pool::finish(conn, out).await
-        })
-    };
-    ($store:expr, |$conn:ident| $body:expr) => {
-        $crate::pool::with_conn!(@run $store, false, |$conn| $body)
-    };
-    (@run $store:expr, $write:expr, |$conn:ident| $body:expr) => {{
+    ($store:expr, transaction |$conn:ident| $body:expr) => {{
         let store = &$store;
-        let wait = store.pool_wait;
         let out = match &store.pools {
-            $crate::pool::Pools::Sqlite(sqlite) => {
+            $crate::pool::Pools::Sqlite { writer, .. } => {
+                writer
+                    .run(store.pool_wait, move |$conn| {
+                        $crate::pool::inline($crate::pool::body(async move { $body }))?
+                    })
+                    .await
+            }
+            $crate::pool::Pools::Postgres(pool) => {
+                $crate::pool::with_conn!(@postgres pool, store.pool_wait, |conn| {
+                    type Manager = <::diesel_async::AsyncPgConnection as ::diesel_async::AsyncConnection>::TransactionManager;
+                    <Manager as ::diesel_async::TransactionManager<_>>::begin_transaction(conn).await?;
+                    let out = $crate::pool::body(async {
+                        let $conn = &mut *conn;
+                        $body
+                    })
+                    .await;
+                    $crate::pool::finish(conn, out).await
+                })
+            }
+        };
+        out.map_err(::prefs_domain::Error::from)
+    }};
+    ($store:expr, |$conn:ident| $body:expr) => {{
+        let store = &$store;
+        let out = match &store.pools {
+            $crate::pool::Pools::Sqlite { pool, .. } => {
                 $crate::pool::body(async {
-                    let turn = if $write { Some(sqlite.turn(wait).await?) } else { None };
-                    let left = turn.as_ref().map_or(wait, $crate::pool::Turn::left);
-                    let lease = $crate::pool::Lease::checkout(&sqlite.pool, left).await?;
-                    $crate::pool::run_blocking(lease, turn, move |$conn| {
-                        $crate::pool::block_on($crate::pool::body(async move { $body }))
+                    let lease = $crate::pool::Lease::checkout(pool, store.pool_wait).await?;
+                    $crate::pool::run_blocking(lease, move |$conn| {
+                        $crate::pool::inline($crate::pool::body(async move { $body }))?
                     })
                     .await
                 })
                 .await
             }
             $crate::pool::Pools::Postgres(pool) => {
-                $crate::pool::body(async {
-                    let mut lease = $crate::pool::Lease::checkout(pool, wait).await?;
-                    let out = $crate::pool::body(async {
-                        let $conn = lease.conn();
-                        $body
-                    })
-                    .await;
-                    lease.settle();
-                    out
-                })
-                .await
+                $crate::pool::with_conn!(@postgres pool, store.pool_wait, |$conn| $body)
             }
         };
         out.map_err(::prefs_domain::Error::from)
     }};
+    (@postgres $pool:expr, $wait:expr, |$conn:ident| $body:expr) => {
+        $crate::pool::body(async {
+            let mut lease = $crate::pool::Lease::checkout($pool, $wait).await?;
+            let out = $crate::pool::body(async {
+                let $conn = lease.conn();
+                $body
+            })
+            .await;
+            lease.settle();
+            out
+        })
+        .await
+    };
 }
 
 pub(crate) use with_conn;

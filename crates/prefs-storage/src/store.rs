@@ -17,16 +17,16 @@ use prefs_domain::{
     UserId, UserStore, Username,
 };
 use quick_cache::sync::Cache;
-use tokio::sync::oneshot;
 
 use crate::PoolStatus;
 use crate::config::{Backend, StoreConfig};
 use crate::error::{Failure, StorageError, username_conflict};
-use crate::pool::{self, Lease, Pools, Sqlite, with_conn};
+use crate::pool::{self, Lease, Pools, with_conn};
 use crate::rows::{
     NewPreference, NewUser, PreferenceRow, UserRow, now_micros, preferences_from, stored_value,
 };
 use crate::schema::{preferences, users};
+use crate::writer::Writer;
 
 const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("../../migrations/sqlite");
 const POSTGRES_MIGRATIONS: EmbeddedMigrations = embed_migrations!("../../migrations/postgres");
@@ -82,10 +82,15 @@ impl DieselStore {
                      PRAGMA synchronous = {}; PRAGMA foreign_keys = ON;",
                     config.sqlite_synchronous.pragma()
                 );
+                let (writer_url, writer_setup) = (url.clone(), setup.clone());
+                let writer = Writer::start(
+                    move || pool::inline(pool::open(&writer_url, &writer_setup))?.map_err(Failure::from),
+                    config.pool_wait,
+                )
+                .map_err(|e| StorageError::InvalidConfig(format!("cannot start the SQLite writer: {e}")))?;
                 // A SQLite connection does not break by itself; its transaction state is
                 // still checked on every return.
-                pool::pool(url, size, setup, RecyclingMethod::Fast)
-                    .map(|pool| Pools::Sqlite(Sqlite::new(pool)))
+                pool::pool(url, size, setup, RecyclingMethod::Fast).map(|pool| Pools::Sqlite { pool, writer })
             }
             Backend::Postgres => {
                 let setup = format!("SET lock_timeout = {wait_ms}");
@@ -110,14 +115,14 @@ impl DieselStore {
         let backend = self.backend();
         let unreachable = |failure: Failure| StorageError::Database { backend, source: failure.into() };
         let migrated = match &self.pools {
-            Pools::Sqlite(sqlite) => {
-                let lease = Lease::checkout(&sqlite.pool, self.pool_wait).await.map_err(unreachable)?;
-                let migrated = pool::run_blocking(lease, None, |conn| {
-                    Ok(pool::block_on(conn.spawn_blocking(|conn| {
+            Pools::Sqlite { pool, .. } => {
+                let lease = Lease::checkout(pool, self.pool_wait).await.map_err(unreachable)?;
+                let migrated = pool::run_blocking(lease, |conn| {
+                    pool::inline(conn.spawn_blocking(|conn| {
                         Ok(conn.immediate_transaction(|conn| {
                             conn.run_pending_migrations(SQLITE_MIGRATIONS).map(drop)
                         }))
-                    })))
+                    }))
                 });
                 migrated.await.map_err(unreachable)?.map_err(|e| unreachable(e.into()))?
             }
@@ -142,7 +147,7 @@ impl DieselStore {
     /// The connection pool's figures now, for metrics.
     pub fn pool_status(&self) -> PoolStatus {
         match &self.pools {
-            Pools::Sqlite(sqlite) => sqlite.pool.status(),
+            Pools::Sqlite { pool, .. } => pool.status(),
             Pools::Postgres(pool) => pool.status(),
         }
     }
@@ -150,7 +155,7 @@ impl DieselStore {
     /// Which database this store uses.
     pub fn backend(&self) -> Backend {
         match self.pools {
-            Pools::Sqlite(_) => Backend::Sqlite,
+            Pools::Sqlite { .. } => Backend::Sqlite,
             Pools::Postgres(_) => Backend::Postgres,
         }
     }
@@ -347,105 +352,77 @@ impl PreferenceStore for DieselStore {
         self.noticing(found)
     }
 
-    async fn modify(&self, user: UserId, namespace: &Namespace, edit: &Edit<'_>) -> Result<Vec<Preference>> {
+    async fn modify(&self, user: UserId, namespace: &Namespace, edit: Arc<Edit>) -> Result<Vec<Preference>> {
         let (user, namespace) = (user.0, namespace.as_str().to_owned());
-        // The transaction may run on a blocking thread (SQLite) while `edit` runs here: the
-        // current preferences go out, the changes come back.
-        let (current_tx, current_rx) = oneshot::channel::<Vec<Preference>>();
-        let (changes_tx, changes_rx) = oneshot::channel::<Result<Vec<Change>>>();
-        let write = async {
-            with_conn!(
-                self,
-                transaction | conn | {
-                    if !pool::WriteTransaction::lock_user(conn, user).await? {
-                        return Err(Error::UserNotFound.into());
-                    }
-                    let load = in_namespace(user, &namespace)
-                        .order(preferences::id)
-                        .select(PreferenceRow::as_select());
-                    let current = preferences_from(load.load(conn).await?)?;
-                    let planned = current_tx.send(current).ok().map(|()| changes_rx);
-                    let Some(Ok(changes)) = futures_util::future::OptionFuture::from(planned).await else {
-                        return Err(Error::Internal("the write was abandoned".into()).into());
-                    };
-                    let changes = changes?;
-                    if changes.is_empty() {
-                        return Ok(None);
-                    }
-                    let now = now_micros();
-                    for change in &changes {
-                        match change {
-                            Change::Put { key, value } => {
-                                let new = NewPreference {
-                                    user_id: user,
-                                    namespace: &namespace,
-                                    key: key.as_str(),
-                                    value: stored_value(value),
-                                    created_at: now,
-                                    updated_at: now,
-                                    version: 1,
-                                };
-                                diesel::insert_into(preferences::table)
-                                    .values(&new)
-                                    .on_conflict((
-                                        preferences::user_id,
-                                        preferences::namespace,
-                                        preferences::key,
-                                    ))
-                                    .do_update()
-                                    .set((
-                                        preferences::value.eq(excluded(preferences::value)),
-                                        preferences::updated_at.eq(excluded(preferences::updated_at)),
-                                        preferences::version.eq(preferences::version + 1),
-                                    ))
-                                    .execute(conn)
-                                    .await?;
-                            }
-                            Change::Delete { key } => {
-                                diesel::delete(
-                                    in_namespace(user, &namespace).filter(preferences::key.eq(key.as_str())),
-                                )
-                                .execute(conn)
-                                .await?;
-                            }
-                            Change::Rename { from, to } => {
-                                let renamed = diesel::update(
-                                    in_namespace(user, &namespace).filter(preferences::key.eq(from.as_str())),
-                                )
+        let written = with_conn!(
+            self,
+            transaction | conn | {
+                if !pool::WriteTransaction::lock_user(conn, user).await? {
+                    return Err(Error::UserNotFound.into());
+                }
+                let load =
+                    in_namespace(user, &namespace).order(preferences::id).select(PreferenceRow::as_select());
+                let current = preferences_from(load.load(conn).await?)?;
+                let changes = edit(&current)?;
+                if changes.is_empty() {
+                    return Ok(current);
+                }
+                let now = now_micros();
+                for change in &changes {
+                    match change {
+                        Change::Put { key, value } => {
+                            let new = NewPreference {
+                                user_id: user,
+                                namespace: &namespace,
+                                key: key.as_str(),
+                                value: stored_value(value),
+                                created_at: now,
+                                updated_at: now,
+                                version: 1,
+                            };
+                            diesel::insert_into(preferences::table)
+                                .values(&new)
+                                .on_conflict((preferences::user_id, preferences::namespace, preferences::key))
+                                .do_update()
                                 .set((
-                                    preferences::key.eq(to.as_str()),
-                                    preferences::updated_at.eq(now),
+                                    preferences::value.eq(excluded(preferences::value)),
+                                    preferences::updated_at.eq(excluded(preferences::updated_at)),
                                     preferences::version.eq(preferences::version + 1),
                                 ))
                                 .execute(conn)
                                 .await?;
-                                if renamed == 0 {
-                                    return Err(Error::Internal(
-                                        format!("cannot rename missing key {from}").into(),
-                                    )
-                                    .into());
-                                }
+                        }
+                        Change::Delete { key } => {
+                            diesel::delete(
+                                in_namespace(user, &namespace).filter(preferences::key.eq(key.as_str())),
+                            )
+                            .execute(conn)
+                            .await?;
+                        }
+                        Change::Rename { from, to } => {
+                            let renamed = diesel::update(
+                                in_namespace(user, &namespace).filter(preferences::key.eq(from.as_str())),
+                            )
+                            .set((
+                                preferences::key.eq(to.as_str()),
+                                preferences::updated_at.eq(now),
+                                preferences::version.eq(preferences::version + 1),
+                            ))
+                            .execute(conn)
+                            .await?;
+                            if renamed == 0 {
+                                return Err(Error::Internal(
+                                    format!("cannot rename missing key {from}").into(),
+                                )
+                                .into());
                             }
                         }
                     }
-                    Ok(Some(preferences_from(load.load(conn).await?)?))
                 }
-            )
-        };
-        let plan = async {
-            let current = current_rx.await.ok()?;
-            let changes = edit(&current);
-            let unchanged = matches!(&changes, Ok(changes) if changes.is_empty());
-            changes_tx.send(changes).ok()?;
-            unchanged.then_some(current)
-        };
-        let out = match futures_util::future::join(write, plan).await {
-            (Ok(Some(after)), _) => Ok(after),
-            (Ok(None), Some(current)) => Ok(current),
-            (Ok(None), None) => Err(Error::Internal("an unchanged write lost its preferences".into())),
-            (Err(error), _) => Err(error),
-        };
-        self.noticing(out)
+                Ok(preferences_from(load.load(conn).await?)?)
+            }
+        );
+        self.noticing(written)
     }
 
     async fn ping(&self) -> Result<()> {

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use prefs_domain::{
-    Change, ClientId, Error, Namespace, Preconditions, Preference, PreferenceId, PreferenceKey,
+    Change, ClientId, Edit, Error, Namespace, Preconditions, Preference, PreferenceId, PreferenceKey,
     PreferenceService, PreferenceStore, PreferenceValue, Principal, Result, User, UserId, UserRef, UserStore,
     Username,
 };
@@ -86,7 +86,7 @@ contract! {
     tokio::test => json_values_round_trip_exactly,
     tokio::test => migrations_run_twice_are_a_no_op,
     tokio::test => ping_answers,
-    tokio::test => waiting_for_a_connection_is_bounded,
+    tokio::test => waiting_for_a_busy_store_is_bounded,
     tokio::test => waiting_for_another_writer_is_bounded_and_reads_go_on,
     tokio::test => a_cancelled_modify_leaves_the_store_usable,
     tokio::test(flavor = "multi_thread", worker_threads = 4) => concurrent_puts_of_distinct_keys_all_land,
@@ -120,9 +120,9 @@ async fn user(store: &DieselStore, username: &str) -> User {
 
 /// Puts one key and returns the stored preference.
 async fn put(store: &DieselStore, user: &User, namespace: &Namespace, k: &str, v: Value) -> Preference {
-    let (k, v) = (key(k), value(v));
+    let k = key(k);
     let after = store
-        .modify(user.id, namespace, &|_| Ok(vec![Change::Put { key: k.clone(), value: v.clone() }]))
+        .modify(user.id, namespace, edit(vec![Change::Put { key: k.clone(), value: value(v) }]))
         .await
         .unwrap();
     after.into_iter().find(|p| p.key == k).unwrap()
@@ -134,7 +134,12 @@ async fn apply(
     namespace: &Namespace,
     changes: Vec<Change>,
 ) -> Result<Vec<Preference>> {
-    store.modify(user.id, namespace, &|_| Ok(changes.clone())).await
+    store.modify(user.id, namespace, edit(changes)).await
+}
+
+/// An edit that always plans `changes`.
+fn edit(changes: Vec<Change>) -> Arc<Edit> {
+    Arc::new(move |_| Ok(changes.clone()))
 }
 
 fn keys(preferences: &[Preference]) -> Vec<&str> {
@@ -157,14 +162,18 @@ impl HeldLock {
             let locked = Mutex::new(Some(locked_tx));
             let release = Mutex::new(release_rx);
             let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-            runtime.block_on(store.modify(user, &GLOBAL, &|_| {
-                if let Some(locked) = locked.lock().unwrap().take() {
-                    locked.send(()).unwrap();
-                }
-                // Returns when released, or when the sender is gone.
-                let _ = release.lock().unwrap().recv();
-                Ok(vec![])
-            }))
+            runtime.block_on(store.modify(
+                user,
+                &GLOBAL,
+                Arc::new(move |_| {
+                    if let Some(locked) = locked.lock().unwrap().take() {
+                        locked.send(()).unwrap();
+                    }
+                    // Returns when released, or when the sender is gone.
+                    let _ = release.lock().unwrap().recv();
+                    Ok(vec![])
+                }),
+            ))
         });
         locked_rx.await.expect("the holder took the lock");
         Self { release, holder }
@@ -280,12 +289,17 @@ async fn namespaces_are_ordered_by_id_and_isolated(fx: Fixture) {
     assert!(fx.store.namespace(alice.id, &client("appB")).await.unwrap().is_empty());
 
     // `edit` is shown the same namespace, in the same order.
-    let seen = Mutex::new(Vec::new());
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let saw = seen.clone();
     fx.store
-        .modify(alice.id, &GLOBAL, &|current| {
-            *seen.lock().unwrap() = current.to_vec();
-            Ok(vec![])
-        })
+        .modify(
+            alice.id,
+            &GLOBAL,
+            Arc::new(move |current| {
+                *saw.lock().unwrap() = current.to_vec();
+                Ok(vec![])
+            }),
+        )
         .await
         .unwrap();
     assert_eq!(*seen.lock().unwrap(), global);
@@ -409,9 +423,9 @@ async fn rename_keeps_id_and_value(fx: Fixture) {
 async fn a_failing_edit_writes_nothing_and_its_error_comes_back(fx: Fixture) {
     let alice = user(&fx.store, "alice").await;
     let a = put(&fx.store, &alice, &GLOBAL, "a", json!(1)).await;
-    let failed = fx.store.modify(alice.id, &GLOBAL, &|_| Err(Error::TooManyKeys { limit: 7 })).await;
+    let failed = fx.store.modify(alice.id, &GLOBAL, Arc::new(|_| Err(Error::TooManyKeys { limit: 7 }))).await;
     assert!(matches!(failed, Err(Error::TooManyKeys { limit: 7 })), "{failed:?}");
-    let failed = fx.store.modify(alice.id, &GLOBAL, &|_| Err(Error::PreferenceNotFound)).await;
+    let failed = fx.store.modify(alice.id, &GLOBAL, Arc::new(|_| Err(Error::PreferenceNotFound))).await;
     assert!(matches!(failed, Err(Error::PreferenceNotFound)), "{failed:?}");
     assert_eq!(fx.store.namespace(alice.id, &GLOBAL).await.unwrap(), vec![a]);
 }
@@ -437,10 +451,10 @@ async fn a_failing_change_rolls_back_the_whole_modify(fx: Fixture) {
 async fn modify_of_an_unknown_user_is_user_not_found(fx: Fixture) {
     let alice = user(&fx.store, "alice").await;
     let ghost = UserId(alice.id.0 + 1000);
-    let put_a = |_: &[Preference]| Ok(vec![Change::Put { key: key("a"), value: value(json!(1)) }]);
-    assert!(matches!(fx.store.modify(ghost, &GLOBAL, &put_a).await, Err(Error::UserNotFound)));
+    let put_a = edit(vec![Change::Put { key: key("a"), value: value(json!(1)) }]);
+    assert!(matches!(fx.store.modify(ghost, &GLOBAL, put_a.clone()).await, Err(Error::UserNotFound)));
     assert!(fx.store.remove_user(alice.id).await.unwrap());
-    assert!(matches!(fx.store.modify(alice.id, &GLOBAL, &put_a).await, Err(Error::UserNotFound)));
+    assert!(matches!(fx.store.modify(alice.id, &GLOBAL, put_a).await, Err(Error::UserNotFound)));
 }
 
 async fn reads_of_an_unknown_user_are_user_not_found(fx: Fixture) {
@@ -557,16 +571,20 @@ async fn ping_answers(fx: Fixture) {
     assert_eq!(fx.store.backend(), fx.scratch.backend());
 }
 
-async fn waiting_for_a_connection_is_bounded(fx: Fixture) {
+/// A write behind a stuck one (holding PostgreSQL's only pooled connection, or SQLite's writer)
+/// gives up within the wait, and is not applied later.
+async fn waiting_for_a_busy_store_is_bounded(fx: Fixture) {
     let alice = user(&fx.store, "alice").await;
     let single = fx.impatient_store(1).await;
     let lock = HeldLock::take(&single, alice.id).await;
     let started = Instant::now();
-    let waited = single.ping().await;
+    let waited =
+        apply(&single, &alice, &GLOBAL, vec![Change::Put { key: key("late"), value: value(json!(1)) }]).await;
     assert!(matches!(waited, Err(Error::Unavailable(_))), "{waited:?}");
     assert!(started.elapsed() < SHORT_WAIT + Duration::from_secs(2), "{:?}", started.elapsed());
     lock.release().await;
     single.ping().await.unwrap();
+    assert_eq!(keys(&single.namespace(alice.id, &GLOBAL).await.unwrap()), Vec::<&str>::new());
 }
 
 async fn waiting_for_another_writer_is_bounded_and_reads_go_on(fx: Fixture) {
@@ -625,10 +643,8 @@ async fn concurrent_puts_of_distinct_keys_all_land(fx: Fixture) {
     for i in 0..20 {
         let store = fx.store.clone();
         tasks.spawn(async move {
-            let (k, v) = (key(&format!("k{i:02}")), value(json!(i)));
-            store
-                .modify(alice.id, &GLOBAL, &|_| Ok(vec![Change::Put { key: k.clone(), value: v.clone() }]))
-                .await
+            let put = Change::Put { key: key(&format!("k{i:02}")), value: value(json!(i)) };
+            store.modify(alice.id, &GLOBAL, edit(vec![put])).await
         });
     }
     while let Some(done) = tasks.join_next().await {
@@ -653,15 +669,15 @@ async fn concurrent_merges_into_one_value_lose_nothing(fx: Fixture) {
         let store = Arc::clone(&store);
         tasks.spawn(async move {
             // A read-modify-write of one object value, as a merge patch of `{"s": {"m<i>": i}}`.
-            let merge = |current: &[Preference]| {
+            let merge = Arc::new(move |current: &[Preference]| {
                 let mut members = current
                     .iter()
                     .find(|p| p.key.as_str() == "s")
                     .map_or_else(serde_json::Map::new, |p| p.value.as_json().as_object().unwrap().clone());
                 members.insert(format!("m{i}"), json!(i));
                 Ok(vec![Change::Put { key: key("s"), value: value(Value::Object(members)) }])
-            };
-            store.modify(alice.id, &GLOBAL, &merge).await
+            });
+            store.modify(alice.id, &GLOBAL, merge).await
         });
     }
     while let Some(done) = tasks.join_next().await {
