@@ -198,6 +198,14 @@ macro_rules! known_user {
     };
 }
 
+/// Puts `written` in place of the preference with its id, or adds it.
+fn keep(after: &mut Vec<Preference>, written: Preference) {
+    match after.iter_mut().find(|p| p.id == written.id) {
+        Some(old) => *old = written,
+        None => after.push(written),
+    }
+}
+
 /// The preferences of one user in one namespace, unordered.
 #[diesel::dsl::auto_type]
 fn in_namespace<'a>(user: i64, namespace: &'a str) -> _ {
@@ -362,11 +370,10 @@ impl PreferenceStore for DieselStore {
                 }
                 let load =
                     in_namespace(user, &namespace).order(preferences::id).select(PreferenceRow::as_select());
-                let current = preferences_from(load.load(conn).await?)?;
-                let changes = edit(&current)?;
-                if changes.is_empty() {
-                    return Ok(current);
-                }
+                let mut after = preferences_from(load.load(conn).await?)?;
+                let changes = edit(&after)?;
+                // `after` follows the changes: every written row comes back (`RETURNING`), so the
+                // namespace needs no second read.
                 let now = now_micros();
                 for change in &changes {
                     match change {
@@ -380,7 +387,7 @@ impl PreferenceStore for DieselStore {
                                 updated_at: now,
                                 version: 1,
                             };
-                            diesel::insert_into(preferences::table)
+                            let written = diesel::insert_into(preferences::table)
                                 .values(&new)
                                 .on_conflict((preferences::user_id, preferences::namespace, preferences::key))
                                 .do_update()
@@ -389,8 +396,10 @@ impl PreferenceStore for DieselStore {
                                     preferences::updated_at.eq(excluded(preferences::updated_at)),
                                     preferences::version.eq(preferences::version + 1),
                                 ))
-                                .execute(conn)
+                                .returning(PreferenceRow::as_returning())
+                                .get_result(conn)
                                 .await?;
+                            keep(&mut after, written.try_into()?);
                         }
                         Change::Delete { key } => {
                             diesel::delete(
@@ -398,6 +407,7 @@ impl PreferenceStore for DieselStore {
                             )
                             .execute(conn)
                             .await?;
+                            after.retain(|p| p.key != *key);
                         }
                         Change::Rename { from, to } => {
                             let renamed = diesel::update(
@@ -408,18 +418,22 @@ impl PreferenceStore for DieselStore {
                                 preferences::updated_at.eq(now),
                                 preferences::version.eq(preferences::version + 1),
                             ))
-                            .execute(conn)
-                            .await?;
-                            if renamed == 0 {
+                            .returning(PreferenceRow::as_returning())
+                            .get_result(conn)
+                            .await
+                            .optional()?;
+                            let Some(renamed) = renamed else {
                                 return Err(Error::Internal(
                                     format!("cannot rename missing key {from}").into(),
                                 )
                                 .into());
-                            }
+                            };
+                            keep(&mut after, renamed.try_into()?);
                         }
                     }
                 }
-                Ok(preferences_from(load.load(conn).await?)?)
+                after.sort_unstable_by_key(|p| p.id);
+                Ok(after)
             }
         );
         self.noticing(written)

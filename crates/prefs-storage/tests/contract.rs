@@ -80,6 +80,7 @@ contract! {
     tokio::test => rename_keeps_id_and_value,
     tokio::test => a_failing_edit_writes_nothing_and_its_error_comes_back,
     tokio::test => a_failing_change_rolls_back_the_whole_modify,
+    tokio::test => modify_returns_the_namespace_as_stored,
     tokio::test => modify_of_an_unknown_user_is_user_not_found,
     tokio::test => reads_of_an_unknown_user_are_user_not_found,
     tokio::test => a_user_removed_through_another_instance_is_noticed,
@@ -446,6 +447,28 @@ async fn a_failing_change_rolls_back_the_whole_modify(fx: Fixture) {
         apply(&fx.store, &alice, &GLOBAL, vec![Change::Rename { from: key("nope"), to: key("d") }]).await;
     assert!(matches!(failed, Err(Error::Internal(_))), "{failed:?}");
     assert_eq!(fx.store.namespace(alice.id, &GLOBAL).await.unwrap(), vec![a, b]);
+}
+
+async fn modify_returns_the_namespace_as_stored(fx: Fixture) {
+    let alice = user(&fx.store, "alice").await;
+    for k in ["a", "b", "c", "d"] {
+        put(&fx.store, &alice, &GLOBAL, k, json!(k)).await;
+    }
+    let returned = apply(
+        &fx.store,
+        &alice,
+        &GLOBAL,
+        vec![
+            Change::Put { key: key("new"), value: value(json!({"n": 1})) },
+            Change::Delete { key: key("b") },
+            Change::Put { key: key("c"), value: value(json!([3])) },
+            Change::Rename { from: key("a"), to: key("z") },
+        ],
+    )
+    .await
+    .unwrap();
+    assert_eq!(keys(&returned), ["z", "c", "d", "new"]);
+    assert_eq!(returned, fx.store.namespace(alice.id, &GLOBAL).await.unwrap());
 }
 
 async fn modify_of_an_unknown_user_is_user_not_found(fx: Fixture) {
