@@ -48,7 +48,7 @@ impl Metrics {
             Ok(gauge)
         };
         let gauges = [
-            gauge("prefs_db_pool_max_size", "The most database connections the pool opens")?,
+            gauge("prefs_db_pool_max_size", "The most database connections the pools open")?,
             gauge("prefs_db_pool_connections", "Database connections open")?,
             gauge("prefs_db_pool_idle", "Database connections open and idle")?,
             gauge("prefs_db_pool_waiting", "Requests waiting for a database connection")?,

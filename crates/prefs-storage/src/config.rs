@@ -94,7 +94,8 @@ pub struct StoreConfig {
     /// `postgres://…` / `postgresql://…`, or for SQLite `sqlite://path`, a `file:` URI or a plain
     /// path.
     pub database_url: String,
-    /// The most connections held at once (`PREFS_DB_POOL_SIZE`). SQLite in WAL mode reads
+    /// The most connections held at once (`PREFS_DB_POOL_SIZE`); on PostgreSQL by each thread
+    /// that uses the store (each actix worker has its own pool). SQLite in WAL mode reads
     /// concurrently and queues writers on the busy timeout, so the same default suits both.
     pub pool_size: usize,
     /// The longest an operation waits for a connection (a free slot, a new connection or the

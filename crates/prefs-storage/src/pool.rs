@@ -7,12 +7,14 @@
 //! trip finishes on its own and returns the connection to the pool). SQLite write transactions
 //! go to the [`Writer`] thread instead, which commits them in batches.
 //!
-//! A PostgreSQL body runs where it is awaited. A [`Lease`] dropped before its body finished
+//! A PostgreSQL body runs where it is awaited, on a connection of its thread's own pool
+//! ([`PgPools`]). A [`Lease`] dropped before its body finished
 //! takes its connection out of the pool instead of returning it, since the connection may still
 //! be running a statement or sit inside an open transaction. Closing it rolls that transaction
 //! back.
 
 use std::error::Error as StdError;
+use std::sync::Arc;
 use std::time::Duration;
 
 use deadpool::managed::{Manager, Object};
@@ -28,7 +30,7 @@ use diesel_async::{
 };
 use futures_util::future::{BoxFuture, FutureExt};
 use prefs_domain::Error;
-use tokio::runtime::Handle;
+use thread_local::ThreadLocal;
 
 use crate::error::{CheckoutTimeout, Failure};
 use crate::schema::users;
@@ -49,14 +51,49 @@ pub(crate) enum Pools {
         writer: Writer,
     },
     /// PostgreSQL.
-    Postgres(Pool<AsyncPgConnection>),
+    Postgres(Arc<PgPools>),
+}
+
+/// PostgreSQL: one pool per thread that uses the store (each actix worker). A connection's
+/// driver task runs on the runtime that opened it, so a query never leaves its worker's thread,
+/// and a worker that stops (at shutdown) takes only its own connections with it.
+pub(crate) struct PgPools {
+    pools: ThreadLocal<Pool<AsyncPgConnection>>,
+    url: String,
+    size: usize,
+    setup_sql: String,
+}
+
+impl PgPools {
+    /// Pools of `size` connections to `url`, each running `setup_sql` when it is made.
+    pub(crate) fn new(url: &str, size: usize, setup_sql: String) -> Self {
+        Self { pools: ThreadLocal::new(), url: url.to_owned(), size, setup_sql }
+    }
+
+    /// This thread's pool.
+    pub(crate) fn here(&self) -> Result<&Pool<AsyncPgConnection>, Failure> {
+        // A connection the server closed reports itself closed (its driver task ended), so the
+        // fast check replaces it without a `SELECT 1` round trip before every query.
+        let build = || pool(&self.url, self.size, self.setup_sql.clone(), RecyclingMethod::Fast);
+        self.pools.get_or_try(build).map_err(|e| Failure::Domain(Error::Internal(e.to_string().into())))
+    }
+
+    /// The pools' figures, added up.
+    pub(crate) fn status(&self) -> deadpool::Status {
+        let zero = deadpool::Status { max_size: 0, size: 0, available: 0, waiting: 0 };
+        self.pools.iter().map(Pool::status).fold(zero, |all, one| deadpool::Status {
+            max_size: all.max_size + one.max_size,
+            size: all.size + one.size,
+            available: all.available + one.available,
+            waiting: all.waiting + one.waiting,
+        })
+    }
 }
 
 /// How a connection type is opened: where its blocking or background work runs.
 pub(crate) trait Establish: AsyncConnection + SimpleAsyncConnection + Send + 'static {
-    /// Opens a connection to `url` and runs `setup_sql` on it, with the help of `runtime` (the
-    /// runtime that built the pool).
-    fn open(url: String, setup_sql: String, runtime: &Handle) -> BoxFuture<'static, ConnectionResult<Self>>;
+    /// Opens a connection to `url` and runs `setup_sql` on it.
+    fn open(url: String, setup_sql: String) -> BoxFuture<'static, ConnectionResult<Self>>;
 }
 
 /// Opens and sets up a connection (which runs `setup_sql` once, when it is made).
@@ -74,18 +111,16 @@ fn lost(error: impl std::fmt::Debug) -> ConnectionError {
 impl Establish for SqliteConn {
     /// Opening a file and setting its journal mode block (on a lock, for up to the busy timeout):
     /// on a blocking thread.
-    fn open(url: String, setup_sql: String, runtime: &Handle) -> BoxFuture<'static, ConnectionResult<Self>> {
-        let task = runtime.spawn_blocking(move || inline(open(&url, &setup_sql)).map_err(lost)?);
+    fn open(url: String, setup_sql: String) -> BoxFuture<'static, ConnectionResult<Self>> {
+        let task = tokio::task::spawn_blocking(move || inline(open(&url, &setup_sql)).map_err(lost)?);
         async move { task.await.map_err(lost)? }.boxed()
     }
 }
 
 impl Establish for AsyncPgConnection {
-    /// A PostgreSQL connection's driver task lives on the runtime that opens it, which must
-    /// outlive every actix worker that may use it: the runtime that builds the pool.
-    fn open(url: String, setup_sql: String, runtime: &Handle) -> BoxFuture<'static, ConnectionResult<Self>> {
-        let task = runtime.spawn(async move { open(&url, &setup_sql).await });
-        async move { task.await.map_err(lost)? }.boxed()
+    /// Where the pool needs it: the connection's driver task runs on this thread's runtime.
+    fn open(url: String, setup_sql: String) -> BoxFuture<'static, ConnectionResult<Self>> {
+        async move { open(&url, &setup_sql).await }.boxed()
     }
 }
 
@@ -101,8 +136,7 @@ where
 {
     let mut config = ManagerConfig::default();
     config.recycling_method = recycling_method;
-    let runtime = Handle::current();
-    config.custom_setup = Box::new(move |url| C::open(url.to_owned(), setup_sql.clone(), &runtime));
+    config.custom_setup = Box::new(move |url| C::open(url.to_owned(), setup_sql.clone()));
     Pool::builder(AsyncDieselConnectionManager::new_with_config(url, config)).max_size(size).build()
 }
 
@@ -271,8 +305,8 @@ macro_rules! with_conn {
                     })
                     .await
             }
-            $crate::pool::Pools::Postgres(pool) => {
-                $crate::pool::with_conn!(@postgres pool, store.pool_wait, |conn| {
+            $crate::pool::Pools::Postgres(pools) => {
+                $crate::pool::with_conn!(@postgres pools, store.pool_wait, |conn| {
                     type Manager = <::diesel_async::AsyncPgConnection as ::diesel_async::AsyncConnection>::TransactionManager;
                     <Manager as ::diesel_async::TransactionManager<_>>::begin_transaction(conn).await?;
                     let out = $crate::pool::body(async {
@@ -299,15 +333,15 @@ macro_rules! with_conn {
                 })
                 .await
             }
-            $crate::pool::Pools::Postgres(pool) => {
-                $crate::pool::with_conn!(@postgres pool, store.pool_wait, |$conn| $body)
+            $crate::pool::Pools::Postgres(pools) => {
+                $crate::pool::with_conn!(@postgres pools, store.pool_wait, |$conn| $body)
             }
         };
         out.map_err(::prefs_domain::Error::from)
     }};
-    (@postgres $pool:expr, $wait:expr, |$conn:ident| $body:expr) => {
+    (@postgres $pools:expr, $wait:expr, |$conn:ident| $body:expr) => {
         $crate::pool::body(async {
-            let mut lease = $crate::pool::Lease::checkout($pool, $wait).await?;
+            let mut lease = $crate::pool::Lease::checkout($pools.here()?, $wait).await?;
             let out = $crate::pool::body(async {
                 let $conn = lease.conn();
                 $body

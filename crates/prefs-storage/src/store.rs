@@ -21,7 +21,7 @@ use quick_cache::sync::Cache;
 use crate::PoolStatus;
 use crate::config::{Backend, StoreConfig};
 use crate::error::{Failure, StorageError, username_conflict};
-use crate::pool::{self, Lease, Pools, with_conn};
+use crate::pool::{self, Lease, PgPools, Pools, with_conn};
 use crate::rows::{
     NewPreference, NewUser, PreferenceRow, UserRow, now_micros, preferences_from, stored_value,
 };
@@ -94,9 +94,7 @@ impl DieselStore {
             }
             Backend::Postgres => {
                 let setup = format!("SET lock_timeout = {wait_ms}");
-                // A connection the server closed reports itself closed (its driver task ended), so
-                // the fast check replaces it without a `SELECT 1` round trip before every query.
-                pool::pool(url, size, setup, RecyclingMethod::Fast).map(Pools::Postgres)
+                Ok(Pools::Postgres(Arc::new(PgPools::new(url, size, setup))))
             }
         }
         .map_err(|e| StorageError::InvalidConfig(e.to_string()))?;
@@ -126,9 +124,10 @@ impl DieselStore {
                 });
                 migrated.await.map_err(unreachable)?.map_err(|e| unreachable(e.into()))?
             }
-            Pools::Postgres(pool) => {
+            Pools::Postgres(pools) => {
                 // The migration harness is synchronous: run it on a blocking thread over a
                 // connection taken out of the pool (dropped afterwards, releasing the lock).
+                let pool = pools.here().map_err(unreachable)?;
                 let conn = Lease::checkout(pool, self.pool_wait).await.map_err(unreachable)?.detach();
                 tokio::task::spawn_blocking(move || {
                     let mut conn = AsyncConnectionWrapper::<AsyncPgConnection>::from(conn);
@@ -148,7 +147,7 @@ impl DieselStore {
     pub fn pool_status(&self) -> PoolStatus {
         match &self.pools {
             Pools::Sqlite { pool, .. } => pool.status(),
-            Pools::Postgres(pool) => pool.status(),
+            Pools::Postgres(pools) => pools.status(),
         }
     }
 
