@@ -33,6 +33,7 @@ mod schema;
 mod store;
 #[cfg(feature = "testing")]
 pub mod testing;
+mod transaction;
 mod writer;
 
 pub use config::{Backend, SqliteSynchronous, StoreConfig};

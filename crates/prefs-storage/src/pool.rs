@@ -25,15 +25,12 @@ use diesel_async::pooled_connection::{
     AsyncDieselConnectionManager, ManagerConfig, PoolError as ConnectError, RecyclingMethod,
 };
 use diesel_async::sync_connection_wrapper::{SpawnBlocking, SyncConnectionWrapper};
-use diesel_async::{
-    AsyncConnection, AsyncPgConnection, RunQueryDsl, SimpleAsyncConnection, TransactionManager,
-};
+use diesel_async::{AsyncConnection, AsyncPgConnection, SimpleAsyncConnection, TransactionManager};
 use futures_util::future::{BoxFuture, FutureExt};
 use prefs_domain::Error;
 use thread_local::ThreadLocal;
 
 use crate::error::{CheckoutTimeout, Failure};
-use crate::schema::users;
 use crate::writer::Writer;
 
 /// A pooled SQLite connection: diesel's sync connection, whose statements run inline on the
@@ -238,29 +235,6 @@ where
 /// Pins the output type of a `with_conn!` body so `?` knows what to convert into.
 pub(crate) fn body<T, F: Future<Output = Result<T, Failure>>>(future: F) -> F {
     future
-}
-
-/// What a write transaction needs that differs between the backends.
-pub(crate) trait WriteTransaction: AsyncConnection {
-    /// Excludes every other writer of `user` until the transaction ends; returns whether the user
-    /// exists.
-    async fn lock_user(&mut self, user: i64) -> QueryResult<bool>;
-}
-
-impl WriteTransaction for SqliteConn {
-    /// The database-wide write lock is already held (`BEGIN IMMEDIATE`).
-    async fn lock_user(&mut self, user: i64) -> QueryResult<bool> {
-        diesel::select(diesel::dsl::exists(users::table.find(user))).get_result(self).await
-    }
-}
-
-impl WriteTransaction for AsyncPgConnection {
-    /// `SELECT … FOR UPDATE` on the user's row: writers of the same user, including those adding
-    /// new keys, wait for each other.
-    async fn lock_user(&mut self, user: i64) -> QueryResult<bool> {
-        let row = users::table.find(user).select(users::id).for_update().get_result::<i64>(self).await;
-        Ok(row.optional()?.is_some())
-    }
 }
 
 /// Commits when `out` is `Ok`, else rolls back and returns `out`'s error unchanged.

@@ -26,6 +26,7 @@ use crate::rows::{
     NewPreference, NewUser, PreferenceRow, UserRow, now_micros, preferences_from, stored_value,
 };
 use crate::schema::{preferences, users};
+use crate::transaction::{Statement, Transaction};
 use crate::writer::Writer;
 
 const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("../../migrations/sqlite");
@@ -207,7 +208,7 @@ fn keep(after: &mut Vec<Preference>, written: Preference) {
 
 /// The preferences of one user in one namespace, unordered.
 #[diesel::dsl::auto_type]
-fn in_namespace<'a>(user: i64, namespace: &'a str) -> _ {
+pub(crate) fn in_namespace<'a>(user: i64, namespace: &'a str) -> _ {
     preferences::table.filter(preferences::user_id.eq(user)).filter(preferences::namespace.eq(namespace))
 }
 
@@ -364,70 +365,39 @@ impl PreferenceStore for DieselStore {
         let written = with_conn!(
             self,
             transaction | conn | {
-                if !pool::WriteTransaction::lock_user(conn, user).await? {
+                let Some(rows) = Transaction::lock_and_load(conn, user, &namespace).await? else {
                     return Err(Error::UserNotFound.into());
-                }
-                let load =
-                    in_namespace(user, &namespace).order(preferences::id).select(PreferenceRow::as_select());
-                let mut after = preferences_from(load.load(conn).await?)?;
+                };
+                let mut after = preferences_from(rows)?;
                 let changes = edit(&after)?;
+                let now = now_micros();
+                let statements: Vec<Statement<'_>> = changes
+                    .iter()
+                    .map(|change| match change {
+                        Change::Put { key, value } => Statement::Put(NewPreference {
+                            user_id: user,
+                            namespace: &namespace,
+                            key: key.as_str(),
+                            value: stored_value(value),
+                            created_at: now,
+                            updated_at: now,
+                            version: 1,
+                        }),
+                        Change::Delete { key } => Statement::Delete(key.as_str()),
+                        Change::Rename { from, to } => {
+                            Statement::Rename { from: from.as_str(), to: to.as_str() }
+                        }
+                    })
+                    .collect();
                 // `after` follows the changes: every written row comes back (`RETURNING`), so the
                 // namespace needs no second read.
-                let now = now_micros();
-                for change in &changes {
-                    match change {
-                        Change::Put { key, value } => {
-                            let new = NewPreference {
-                                user_id: user,
-                                namespace: &namespace,
-                                key: key.as_str(),
-                                value: stored_value(value),
-                                created_at: now,
-                                updated_at: now,
-                                version: 1,
-                            };
-                            let written = diesel::insert_into(preferences::table)
-                                .values(&new)
-                                .on_conflict((preferences::user_id, preferences::namespace, preferences::key))
-                                .do_update()
-                                .set((
-                                    preferences::value.eq(excluded(preferences::value)),
-                                    preferences::updated_at.eq(excluded(preferences::updated_at)),
-                                    preferences::version.eq(preferences::version + 1),
-                                ))
-                                .returning(PreferenceRow::as_returning())
-                                .get_result(conn)
-                                .await?;
-                            keep(&mut after, written.try_into()?);
-                        }
-                        Change::Delete { key } => {
-                            diesel::delete(
-                                in_namespace(user, &namespace).filter(preferences::key.eq(key.as_str())),
-                            )
-                            .execute(conn)
-                            .await?;
-                            after.retain(|p| p.key != *key);
-                        }
-                        Change::Rename { from, to } => {
-                            let renamed = diesel::update(
-                                in_namespace(user, &namespace).filter(preferences::key.eq(from.as_str())),
-                            )
-                            .set((
-                                preferences::key.eq(to.as_str()),
-                                preferences::updated_at.eq(now),
-                                preferences::version.eq(preferences::version + 1),
-                            ))
-                            .returning(PreferenceRow::as_returning())
-                            .get_result(conn)
-                            .await
-                            .optional()?;
-                            let Some(renamed) = renamed else {
-                                return Err(Error::Internal(
-                                    format!("cannot rename missing key {from}").into(),
-                                )
-                                .into());
-                            };
-                            keep(&mut after, renamed.try_into()?);
+                let written = Transaction::apply(conn, user, &namespace, now, &statements).await?;
+                for (change, row) in changes.iter().zip(written) {
+                    match (change, row) {
+                        (Change::Delete { key }, _) => after.retain(|p| p.key != *key),
+                        (_, Some(row)) => keep(&mut after, row.try_into()?),
+                        (_, None) => {
+                            return Err(Error::Internal(format!("{change:?} wrote nothing").into()).into());
                         }
                     }
                 }
