@@ -55,8 +55,9 @@ impl Writer {
     }
 
     /// Runs `body` as one write transaction, committed if it returns `Ok` and rolled back
-    /// otherwise; fails with a timeout if the writer cannot start it within `wait`. Dropping the
-    /// returned future does not cancel the transaction.
+    /// otherwise; fails with a timeout, and never runs it, if the writer cannot start it within
+    /// `wait`. Dropping the returned future before the transaction started means it never starts;
+    /// once started, it finishes.
     pub(crate) async fn run<T: Send + 'static>(
         &self,
         wait: Duration,

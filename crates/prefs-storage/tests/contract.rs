@@ -91,6 +91,7 @@ contract! {
     tokio::test => waiting_for_another_writer_is_bounded_and_reads_go_on,
     tokio::test => a_cancelled_modify_leaves_the_store_usable,
     tokio::test(flavor = "multi_thread", worker_threads = 4) => concurrent_puts_of_distinct_keys_all_land,
+    tokio::test(flavor = "multi_thread", worker_threads = 4) => concurrent_writes_that_fail_halfway_roll_back_alone,
     tokio::test(flavor = "multi_thread", worker_threads = 4) => concurrent_merges_into_one_value_lose_nothing,
 }
 
@@ -658,6 +659,33 @@ async fn a_cancelled_modify_leaves_the_store_usable(fx: Fixture) {
         fx.store.ping().await.unwrap();
         assert_eq!(keys(&fx.store.namespace(alice.id, &GLOBAL).await.unwrap()), ["kept"]);
     }
+}
+
+/// Concurrent writes, half of which fail halfway (a put, then a rename of a missing key): each
+/// failing one rolls back alone (SQLite commits concurrent writes together, each in a savepoint),
+/// and every other one lands.
+async fn concurrent_writes_that_fail_halfway_roll_back_alone(fx: Fixture) {
+    let alice = user(&fx.store, "alice").await;
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..40 {
+        let store = fx.store.clone();
+        tasks.spawn(async move {
+            let mut changes = vec![Change::Put { key: key(&format!("k{i:02}")), value: value(json!(i)) }];
+            if i % 2 == 1 {
+                changes.push(Change::Rename { from: key("missing"), to: key(&format!("r{i:02}")) });
+            }
+            (i, store.modify(alice.id, &GLOBAL, edit(changes)).await)
+        });
+    }
+    while let Some(done) = tasks.join_next().await {
+        let (i, out) = done.unwrap();
+        assert_eq!(out.is_ok(), i % 2 == 0, "{i}: {out:?}");
+    }
+    let stored = fx.store.namespace(alice.id, &GLOBAL).await.unwrap();
+    let mut stored = keys(&stored);
+    stored.sort_unstable();
+    let expected: Vec<String> = (0..40).step_by(2).map(|i| format!("k{i:02}")).collect();
+    assert_eq!(stored, expected);
 }
 
 async fn concurrent_puts_of_distinct_keys_all_land(fx: Fixture) {

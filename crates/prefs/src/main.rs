@@ -9,11 +9,6 @@ use prefs_domain::{Limits, PreferenceService};
 use prefs_storage::DieselStore;
 use utoipa::OpenApi;
 
-/// mimalloc: every request allocates small buffers on several threads (actix's worker, the
-/// blocking threads of SQLite), where glibc's allocator spent about a fifth of the server's CPU.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[actix_web::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
