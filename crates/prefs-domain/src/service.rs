@@ -350,8 +350,7 @@ impl PreferenceService {
                 user.id,
                 &Namespace::Global,
                 Arc::new(move |current| {
-                    let record = current.iter().find(|p| p.id == id).ok_or(Error::PreferenceNotFound)?;
-                    conditions.check_write(Some(&ETag::of_preference(record)))?;
+                    let record = writable_record(current, id, &conditions)?;
                     let mut changes = Vec::new();
                     let mut name = record.key.clone();
                     if let Some(to) = key.as_ref().filter(|to| **to != record.key) {
@@ -388,8 +387,7 @@ impl PreferenceService {
                 user.id,
                 &Namespace::Global,
                 Arc::new(move |current| {
-                    let record = current.iter().find(|p| p.id == id).ok_or(Error::PreferenceNotFound)?;
-                    conditions.check_write(Some(&ETag::of_preference(record)))?;
+                    let record = writable_record(current, id, &conditions)?;
                     Ok(vec![Change::Delete { key: record.key.clone() }])
                 }),
             )
@@ -459,6 +457,17 @@ impl PreferenceService {
             other => other,
         }
     }
+}
+
+/// Record `id` among `current`, once `conditions` hold for its tag.
+fn writable_record<'a>(
+    current: &'a [Preference],
+    id: PreferenceId,
+    conditions: &Preconditions,
+) -> Result<&'a Preference> {
+    let record = current.iter().find(|p| p.id == id).ok_or(Error::PreferenceNotFound)?;
+    conditions.check_write(Some(&ETag::of_preference(record)))?;
+    Ok(record)
 }
 
 /// The tag of the preference `which` picks, if it exists.

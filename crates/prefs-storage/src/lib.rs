@@ -16,11 +16,15 @@
 //! it for each backend's pool. Values are stored as compact JSON text and timestamps as
 //! microseconds since the Unix epoch.
 //!
-//! `modify` runs in one transaction that excludes every other writer of the user: SQLite takes
-//! the write lock up front (`BEGIN IMMEDIATE`, queueing on the busy timeout), PostgreSQL locks
-//! the user's row (`SELECT … FOR UPDATE`). Waiting for a connection or a lock is bounded by
-//! [`StoreConfig::pool_wait`], after which operations report
+//! `modify` runs in one transaction that excludes every other writer of the user. On SQLite one
+//! writer thread per process runs them all and commits those queued meanwhile together (one
+//! `BEGIN IMMEDIATE … COMMIT`, each in a savepoint of its own; other processes queue on the busy
+//! timeout). On PostgreSQL each locks the user's row (`SELECT … FOR UPDATE`), on a connection of
+//! its worker thread's own pool, with its statements pipelined. Waiting for a connection, the
+//! writer or a lock is bounded by [`StoreConfig::pool_wait`], after which operations report
 //! [`Error::Unavailable`](prefs_domain::Error::Unavailable).
+//!
+//! Users are remembered by token subject ([`StoreConfig::user_cache`]); preferences never are.
 //!
 //! The `testing` feature adds `prefs_storage::testing`: fresh scratch databases for this crate's
 //! contract suite (`tests/contract.rs`) and for other crates' tests.

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use diesel::connection::SimpleConnection;
+use diesel::dsl;
 use diesel::prelude::*;
 use diesel::upsert::excluded;
 use diesel_async::async_connection_wrapper::AsyncConnectionWrapper;
@@ -191,8 +192,7 @@ impl fmt::Debug for DieselStore {
 /// Inside a `with_conn!` body: returns [`Error::UserNotFound`] unless user `$user` exists.
 macro_rules! known_user {
     ($conn:expr, $user:expr) => {
-        let exists = diesel::select(diesel::dsl::exists(users::table.find($user)));
-        if !exists.get_result::<bool>($conn).await? {
+        if !user_exists($user).get_result::<bool>($conn).await? {
             return Err(Error::UserNotFound.into());
         }
     };
@@ -204,6 +204,11 @@ fn keep(after: &mut Vec<Preference>, written: Preference) {
         Some(old) => *old = written,
         None => after.push(written),
     }
+}
+
+/// Whether user `user` exists.
+pub(crate) fn user_exists(user: i64) -> dsl::select<dsl::exists<dsl::Find<users::table, i64>>> {
+    diesel::select(dsl::exists(users::table.find(user)))
 }
 
 /// The preferences of one user in one namespace, unordered.

@@ -16,7 +16,7 @@ use futures_util::future::{BoxFuture, FutureExt, join, join_all};
 use crate::pool::SqliteConn;
 use crate::rows::{NewPreference, PreferenceRow};
 use crate::schema::{preferences, users};
-use crate::store::in_namespace;
+use crate::store::{in_namespace, user_exists};
 
 /// One change of a write, ready to run.
 pub(crate) enum Statement<'a> {
@@ -137,7 +137,7 @@ impl Query for Upsert<'_> {
 impl Transaction for SqliteConn {
     /// The database-wide write lock is already held (`BEGIN IMMEDIATE`).
     async fn lock_and_load(&mut self, user: i64, namespace: &str) -> QueryResult<Option<Vec<PreferenceRow>>> {
-        if !diesel::select(diesel::dsl::exists(users::table.find(user))).get_result(self).await? {
+        if !user_exists(user).get_result(self).await? {
             return Ok(None);
         }
         load!(user, namespace).load(self).await.map(Some)

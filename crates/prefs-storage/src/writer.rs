@@ -160,17 +160,27 @@ fn work(queue: &mpsc::Receiver<Job>, open: impl Fn() -> Result<SqliteConn, Failu
 /// Begins the batch's transaction, waiting for other processes' locks no longer than the
 /// earliest caller waits.
 fn begin(conn: &mut SqliteConn, deadline: Instant, wait: Duration) -> Result<(), Failure> {
-    let left = deadline.saturating_duration_since(Instant::now());
+    /// How much of the wait may be gone before the busy timeout is cut to the rest.
+    const SLACK: Duration = Duration::from_millis(100);
     let busy = |conn: &mut SqliteConn, timeout: Duration| {
         inline(conn.batch_execute(&format!("PRAGMA busy_timeout = {}", timeout.as_millis())))?
             .map_err(Failure::from)
     };
+    let begin =
+        |conn: &mut SqliteConn| {
+            inline(conn.spawn_blocking(|conn| {
+                AnsiTransactionManager::begin_transaction_sql(conn, "BEGIN IMMEDIATE")
+            }))?
+            .map_err(Failure::from)
+        };
+    let left = deadline.saturating_duration_since(Instant::now());
+    if left + SLACK >= wait {
+        return begin(conn);
+    }
     busy(conn, left)?;
-    let begun = inline(
-        conn.spawn_blocking(|conn| AnsiTransactionManager::begin_transaction_sql(conn, "BEGIN IMMEDIATE")),
-    )?;
+    let begun = begin(conn);
     busy(conn, wait)?;
-    begun.map_err(Failure::from)
+    begun
 }
 
 /// One failure for every caller of a batch: unavailable (503) or internal, as it is.
