@@ -94,12 +94,13 @@ pub struct StoreConfig {
     /// `postgres://…` / `postgresql://…`, or for SQLite `sqlite://path`, a `file:` URI or a plain
     /// path.
     pub database_url: String,
-    /// The most connections held at once (`PREFS_DB_POOL_SIZE`); on PostgreSQL by each thread
-    /// that uses the store (each actix worker has its own pool). SQLite in WAL mode reads
-    /// concurrently and queues writers on the busy timeout, so the same default suits both.
+    /// The most PostgreSQL connections held at once by each thread that uses the store
+    /// (`PREFS_DB_POOL_SIZE`; each actix worker has its own pool). SQLite needs no pool: each
+    /// thread reads over a connection of its own, and one writer thread writes.
     pub pool_size: usize,
     /// The longest an operation waits for a connection (a free slot, a new connection or the
-    /// check of a pooled one), and for a lock held by another writer (SQLite `busy_timeout`,
+    /// check of a pooled one), for the SQLite writer to start it, and for a lock held by another
+    /// writer (SQLite `busy_timeout`,
     /// PostgreSQL `lock_timeout`); past it the operation is
     /// [`Unavailable`](prefs_domain::Error::Unavailable).
     pub pool_wait: Duration,

@@ -13,10 +13,12 @@
 //!
 //! Both backends share one schema (equivalent migrations in `migrations/sqlite` and
 //! `migrations/postgres`, with the same versions), and every query is written once: a private `with_conn!` macro expands
-//! it for each backend's pool. Values are stored as compact JSON text and timestamps as
+//! it for each backend. Values are stored as compact JSON text and timestamps as
 //! microseconds since the Unix epoch.
 //!
-//! `modify` runs in one transaction that excludes every other writer of the user. On SQLite one
+//! SQLite reads run inline, on the calling thread, over a connection of that thread's own (WAL
+//! readers never wait for the writer). `modify` runs in one transaction that excludes every other
+//! writer of the user. On SQLite one
 //! writer thread per process runs them all and commits those queued meanwhile together (one
 //! `BEGIN IMMEDIATE … COMMIT`, each in a savepoint of its own; other processes queue on the busy
 //! timeout). On PostgreSQL each locks the user's row (`SELECT … FOR UPDATE`), on a connection of

@@ -1,11 +1,9 @@
-//! Connection pools for both backends and the `with_conn!` macro that runs one query body on
-//! either.
+//! Connections for both backends and the `with_conn!` macro that runs one query body on either.
 //!
-//! A SQLite connection runs a whole `with_conn!` body in one trip to tokio's blocking threads
-//! ([`run_blocking`]): its statements execute inline there ([`Inline`]), so a request crosses
-//! threads once, not once per statement, and the body's future may be dropped at any time (the
-//! trip finishes on its own and returns the connection to the pool). SQLite write transactions
-//! go to the [`Writer`] thread instead, which commits them in batches.
+//! SQLite reads run inline, on the thread that asks, over that thread's own connection
+//! ([`Readers`]): in WAL mode a reader never waits for a lock, and a point read costs less than
+//! handing it to another thread and back. SQLite writes go to the [`Writer`] thread, which commits
+//! them in batches, so no read connection ever waits for the write lock.
 //!
 //! A PostgreSQL body runs where it is awaited, on a connection of its thread's own pool
 //! ([`PgPools`]). A [`Lease`] dropped before its body finished
@@ -13,8 +11,10 @@
 //! be running a statement or sit inside an open transaction. Closing it rolls that transaction
 //! back.
 
+use std::cell::RefCell;
 use std::error::Error as StdError;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use deadpool::managed::{Manager, Object};
@@ -33,22 +33,71 @@ use thread_local::ThreadLocal;
 use crate::error::{CheckoutTimeout, Failure};
 use crate::writer::Writer;
 
-/// A pooled SQLite connection: diesel's sync connection, whose statements run inline on the
-/// blocking thread of [`run_blocking`].
+/// A SQLite connection: diesel's sync connection, whose statements run inline, on the calling
+/// thread ([`Inline`]).
 pub(crate) type SqliteConn = SyncConnectionWrapper<SqliteConnection, Inline>;
 
-/// One pool per backend; [`with_conn!`] dispatches on it.
+/// The connections of one backend; [`with_conn!`] dispatches on it.
 #[derive(Clone)]
 pub(crate) enum Pools {
-    /// SQLite: the pool for reads and single statements, and the writer for transactions.
+    /// SQLite: a read connection per thread, and the writer for everything that writes.
     Sqlite {
-        /// Connections for reads and single statements.
-        pool: Pool<SqliteConn>,
+        /// Runs reads.
+        readers: Arc<Readers>,
         /// Runs the write transactions.
         writer: Writer,
     },
     /// PostgreSQL.
     Postgres(Arc<PgPools>),
+}
+
+/// SQLite's read connections: one per thread that reads, opened on its first read and kept.
+/// A read runs on the calling thread (an actix worker) at once: WAL readers do not wait for the
+/// writer, so a read waits only for the disk.
+pub(crate) struct Readers {
+    conns: ThreadLocal<RefCell<Option<SqliteConn>>>,
+    open: AtomicUsize,
+    /// The database URL.
+    pub(crate) url: String,
+    /// What every connection runs when it is made.
+    pub(crate) setup_sql: String,
+}
+
+impl Readers {
+    /// Read connections to `url`, each running `setup_sql` when it is made.
+    pub(crate) fn new(url: &str, setup_sql: String) -> Self {
+        Self { conns: ThreadLocal::new(), open: AtomicUsize::new(0), url: url.to_owned(), setup_sql }
+    }
+
+    /// Runs `work` on this thread's read connection, opening it first if needed. A connection
+    /// whose query failed is closed, and the next read opens a new one.
+    pub(crate) fn run<T>(
+        &self,
+        work: impl FnOnce(&mut SqliteConn) -> Result<T, Failure>,
+    ) -> Result<T, Failure> {
+        let mut slot = self.conns.get_or_default().try_borrow_mut().map_err(|_| {
+            Failure::Domain(Error::Internal("a SQLite read ran inside another on one thread".into()))
+        })?;
+        let conn = match &mut *slot {
+            Some(conn) => conn,
+            None => {
+                let conn = inline(open(&self.url, &self.setup_sql))??;
+                self.open.fetch_add(1, Ordering::Relaxed);
+                slot.insert(conn)
+            }
+        };
+        let out = work(conn);
+        if let Err(Failure::Query(_)) = out {
+            *slot = None;
+            self.open.fetch_sub(1, Ordering::Relaxed);
+        }
+        out
+    }
+
+    /// How many read connections are open.
+    pub(crate) fn open(&self) -> usize {
+        self.open.load(Ordering::Relaxed)
+    }
 }
 
 /// PostgreSQL: one pool per thread that uses the store (each actix worker). A connection's
@@ -69,10 +118,25 @@ impl PgPools {
 
     /// This thread's pool.
     pub(crate) fn here(&self) -> Result<&Pool<AsyncPgConnection>, Failure> {
+        self.pools
+            .get_or_try(|| self.build())
+            .map_err(|e| Failure::Domain(Error::Internal(e.to_string().into())))
+    }
+
+    /// A pool whose connections run the setup once, when they are made.
+    fn build(&self) -> Result<Pool<AsyncPgConnection>, deadpool::managed::BuildError> {
+        let setup_sql = self.setup_sql.clone();
+        let mut config = ManagerConfig::default();
         // A connection the server closed reports itself closed (its driver task ended), so the
         // fast check replaces it without a `SELECT 1` round trip before every query.
-        let build = || pool(&self.url, self.size, self.setup_sql.clone(), RecyclingMethod::Fast);
-        self.pools.get_or_try(build).map_err(|e| Failure::Domain(Error::Internal(e.to_string().into())))
+        config.recycling_method = RecyclingMethod::Fast;
+        config.custom_setup = Box::new(move |url| {
+            let (url, setup_sql) = (url.to_owned(), setup_sql.clone());
+            async move { open(&url, &setup_sql).await }.boxed()
+        });
+        Pool::builder(AsyncDieselConnectionManager::new_with_config(&self.url, config))
+            .max_size(self.size)
+            .build()
     }
 
     /// The pools' figures, added up.
@@ -87,58 +151,18 @@ impl PgPools {
     }
 }
 
-/// How a connection type is opened: where its blocking or background work runs.
-pub(crate) trait Establish: AsyncConnection + SimpleAsyncConnection + Send + 'static {
-    /// Opens a connection to `url` and runs `setup_sql` on it.
-    fn open(url: String, setup_sql: String) -> BoxFuture<'static, ConnectionResult<Self>>;
-}
-
-/// Opens and sets up a connection (which runs `setup_sql` once, when it is made).
-pub(crate) async fn open<C: Establish>(url: &str, setup_sql: &str) -> ConnectionResult<C> {
+/// Opens and sets up a connection (which runs `setup_sql` once, when it is made). A SQLite
+/// connection finishes at once ([`inline`]).
+pub(crate) async fn open<C>(url: &str, setup_sql: &str) -> ConnectionResult<C>
+where
+    C: AsyncConnection + SimpleAsyncConnection,
+{
     let mut conn = C::establish(url).await?;
     conn.batch_execute(setup_sql).await.map_err(ConnectionError::CouldntSetupConfiguration)?;
     Ok(conn)
 }
 
-/// A task that ended without an answer (it panicked) as a connection error.
-fn lost(error: impl std::fmt::Debug) -> ConnectionError {
-    ConnectionError::BadConnection(format!("connecting failed: {error:?}"))
-}
-
-impl Establish for SqliteConn {
-    /// Opening a file and setting its journal mode block (on a lock, for up to the busy timeout):
-    /// on a blocking thread.
-    fn open(url: String, setup_sql: String) -> BoxFuture<'static, ConnectionResult<Self>> {
-        let task = tokio::task::spawn_blocking(move || inline(open(&url, &setup_sql)).map_err(lost)?);
-        async move { task.await.map_err(lost)? }.boxed()
-    }
-}
-
-impl Establish for AsyncPgConnection {
-    /// Where the pool needs it: the connection's driver task runs on this thread's runtime.
-    fn open(url: String, setup_sql: String) -> BoxFuture<'static, ConnectionResult<Self>> {
-        async move { open(&url, &setup_sql).await }.boxed()
-    }
-}
-
-/// Builds a pool whose connections run `setup_sql` once, when they are made.
-pub(crate) fn pool<C: Establish>(
-    url: &str,
-    size: usize,
-    setup_sql: String,
-    recycling_method: RecyclingMethod<C>,
-) -> Result<Pool<C>, deadpool::managed::BuildError>
-where
-    AsyncDieselConnectionManager<C>: Manager<Type = C, Error = ConnectError>,
-{
-    let mut config = ManagerConfig::default();
-    config.recycling_method = recycling_method;
-    config.custom_setup = Box::new(move |url| C::open(url.to_owned(), setup_sql.clone()));
-    Pool::builder(AsyncDieselConnectionManager::new_with_config(url, config)).max_size(size).build()
-}
-
-/// Runs a SQLite connection's blocking calls right away, on the calling thread: every SQLite
-/// body runs on a blocking thread already ([`run_blocking`]).
+/// Runs a SQLite connection's blocking calls right away, on the calling thread.
 pub(crate) struct Inline;
 
 impl SpawnBlocking for Inline {
@@ -163,21 +187,6 @@ pub(crate) fn inline<F: Future>(future: F) -> Result<F::Output, Failure> {
     future
         .now_or_never()
         .ok_or_else(|| Failure::Domain(Error::Internal("a SQLite call did not finish inline".into())))
-}
-
-/// Runs `work` on a checked-out SQLite connection in one trip to a blocking thread. Dropping the
-/// returned future detaches the trip, which still finishes and returns the connection to the
-/// pool.
-pub(crate) async fn run_blocking<T: Send + 'static>(
-    mut lease: Lease<SqliteConn>,
-    work: impl FnOnce(&mut SqliteConn) -> Result<T, Failure> + Send + 'static,
-) -> Result<T, Failure> {
-    let trip = tokio::task::spawn_blocking(move || {
-        let out = work(lease.conn());
-        lease.settle();
-        out
-    });
-    trip.await.map_err(|e| Failure::Domain(Error::Internal(format!("a database task failed: {e}").into())))?
 }
 
 /// A pooled connection checked out for one operation.
@@ -260,12 +269,14 @@ pub(crate) async fn finish<C: AsyncConnection, T>(
 /// Runs `body` with `conn` bound to a connection of `store` (a [`DieselStore`]), for whichever
 /// backend it has. The body is written once and compiled once per backend; it is an `async` block
 /// returning `Result<T, Failure>` (so `?` and `return` work inside), and the macro evaluates to
-/// `prefs_domain::Result<T>`. On SQLite the body runs on another thread, so what it uses must be
-/// owned (`'static`): it takes its captures by move.
+/// `prefs_domain::Result<T>`.
+///
+/// `with_conn!(store, |conn| body)` reads: on SQLite inline, on this thread's read connection.
 ///
 /// `with_conn!(store, transaction |conn| body)` runs the body in a write transaction, committed if
 /// it returns `Ok` and rolled back otherwise: on SQLite through the [`Writer`], on PostgreSQL in a
-/// transaction of its own.
+/// transaction of its own. Every write goes this way. On SQLite the body runs on the writer's
+/// thread, so what it uses must be owned (`'static`): it takes its captures by move.
 ///
 /// [`DieselStore`]: crate::DieselStore
 macro_rules! with_conn {
@@ -297,15 +308,8 @@ macro_rules! with_conn {
     ($store:expr, |$conn:ident| $body:expr) => {{
         let store = &$store;
         let out = match &store.pools {
-            $crate::pool::Pools::Sqlite { pool, .. } => {
-                $crate::pool::body(async {
-                    let lease = $crate::pool::Lease::checkout(pool, store.pool_wait).await?;
-                    $crate::pool::run_blocking(lease, move |$conn| {
-                        $crate::pool::inline($crate::pool::body(async move { $body }))?
-                    })
-                    .await
-                })
-                .await
+            $crate::pool::Pools::Sqlite { readers, .. } => {
+                readers.run(|$conn| $crate::pool::inline($crate::pool::body(async { $body }))?)
             }
             $crate::pool::Pools::Postgres(pools) => {
                 $crate::pool::with_conn!(@postgres pools, store.pool_wait, |$conn| $body)

@@ -107,3 +107,10 @@ impl TryFrom<PreferenceRow> for Preference {
 pub(crate) fn preferences_from(rows: Vec<PreferenceRow>) -> Result<Vec<Preference>, Error> {
     rows.into_iter().map(Preference::try_from).collect()
 }
+
+/// One namespace's rows, loaded unordered, as preferences ordered by id: sorting a namespace's
+/// few rows here costs less than the sorter SQLite runs for an `ORDER BY` its index does not give.
+pub(crate) fn namespace_from(mut rows: Vec<PreferenceRow>) -> Result<Vec<Preference>, Error> {
+    rows.sort_unstable_by_key(|row| row.id);
+    preferences_from(rows)
+}

@@ -10,7 +10,6 @@ use diesel::dsl;
 use diesel::prelude::*;
 use diesel::upsert::excluded;
 use diesel_async::async_connection_wrapper::AsyncConnectionWrapper;
-use diesel_async::pooled_connection::RecyclingMethod;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 use prefs_domain::{
@@ -22,9 +21,10 @@ use quick_cache::sync::Cache;
 use crate::PoolStatus;
 use crate::config::{Backend, StoreConfig};
 use crate::error::{Failure, StorageError, username_conflict};
-use crate::pool::{self, Lease, PgPools, Pools, with_conn};
+use crate::pool::{self, Lease, PgPools, Pools, Readers, with_conn};
 use crate::rows::{
-    NewPreference, NewUser, PreferenceRow, UserRow, now_micros, preferences_from, stored_value,
+    NewPreference, NewUser, PreferenceRow, UserRow, namespace_from, now_micros, preferences_from,
+    stored_value,
 };
 use crate::schema::{preferences, users};
 use crate::transaction::{Statement, Transaction};
@@ -76,7 +76,6 @@ impl DieselStore {
         }
         let wait_ms = config.pool_wait.as_millis();
         let url = &config.database_url;
-        let size = config.pool_size;
         let pools = match backend {
             Backend::Sqlite => {
                 let setup = format!(
@@ -84,22 +83,20 @@ impl DieselStore {
                      PRAGMA synchronous = {}; PRAGMA foreign_keys = ON;",
                     config.sqlite_synchronous.pragma()
                 );
-                let (writer_url, writer_setup) = (url.clone(), setup.clone());
+                let readers = Arc::new(Readers::new(url, setup));
+                let opener = readers.clone();
                 let writer = Writer::start(
-                    move || pool::inline(pool::open(&writer_url, &writer_setup))?.map_err(Failure::from),
+                    move || pool::inline(pool::open(&opener.url, &opener.setup_sql))?.map_err(Failure::from),
                     config.pool_wait,
                 )
                 .map_err(|e| StorageError::InvalidConfig(format!("cannot start the SQLite writer: {e}")))?;
-                // A SQLite connection does not break by itself; its transaction state is
-                // still checked on every return.
-                pool::pool(url, size, setup, RecyclingMethod::Fast).map(|pool| Pools::Sqlite { pool, writer })
+                Pools::Sqlite { readers, writer }
             }
             Backend::Postgres => {
                 let setup = format!("SET lock_timeout = {wait_ms}");
-                Ok(Pools::Postgres(Arc::new(PgPools::new(url, size, setup))))
+                Pools::Postgres(Arc::new(PgPools::new(url, config.pool_size, setup)))
             }
-        }
-        .map_err(|e| StorageError::InvalidConfig(e.to_string()))?;
+        };
         let users = (config.user_cache > 0).then(|| Arc::new(Cache::new(config.user_cache)));
         Ok(Self { pools, pool_wait: config.pool_wait, users })
     }
@@ -115,16 +112,20 @@ impl DieselStore {
         let backend = self.backend();
         let unreachable = |failure: Failure| StorageError::Database { backend, source: failure.into() };
         let migrated = match &self.pools {
-            Pools::Sqlite { pool, .. } => {
-                let lease = Lease::checkout(pool, self.pool_wait).await.map_err(unreachable)?;
-                let migrated = pool::run_blocking(lease, |conn| {
-                    pool::inline(conn.spawn_blocking(|conn| {
-                        Ok(conn.immediate_transaction(|conn| {
-                            conn.run_pending_migrations(SQLITE_MIGRATIONS).map(drop)
-                        }))
+            Pools::Sqlite { readers, .. } => {
+                // On a connection of its own, on a blocking thread: it may wait for the lock.
+                let (url, setup_sql) = (readers.url.clone(), readers.setup_sql.clone());
+                let migrate = tokio::task::spawn_blocking(move || {
+                    let mut conn = SqliteConnection::establish(&url).map_err(Failure::from)?;
+                    conn.batch_execute(&setup_sql)?;
+                    Ok::<_, Failure>(conn.immediate_transaction(|conn| {
+                        conn.run_pending_migrations(SQLITE_MIGRATIONS).map(drop)
                     }))
                 });
-                migrated.await.map_err(unreachable)?.map_err(|e| unreachable(e.into()))?
+                migrate
+                    .await
+                    .map_err(|e| StorageError::Migration { backend, source: e.into() })?
+                    .map_err(unreachable)?
             }
             Pools::Postgres(pools) => {
                 // The migration harness is synchronous: run it on a blocking thread over a
@@ -145,10 +146,15 @@ impl DieselStore {
         migrated.map_err(|source| StorageError::Migration { backend, source })
     }
 
-    /// The connection pool's figures now, for metrics.
+    /// The connections' figures now, for metrics. On SQLite: the read connections (one per
+    /// thread that reads) and the writer's, all idle between statements, and the writes queued
+    /// for the writer as the waiters.
     pub fn pool_status(&self) -> PoolStatus {
         match &self.pools {
-            Pools::Sqlite { pool, .. } => pool.status(),
+            Pools::Sqlite { readers, writer } => {
+                let open = readers.open() + 1;
+                PoolStatus { max_size: open, size: open, available: open, waiting: writer.queued() }
+            }
             Pools::Postgres(pools) => pools.status(),
         }
     }
@@ -171,6 +177,28 @@ impl DieselStore {
             self.forget_users();
         }
         out
+    }
+
+    /// Records a new subject, or a subject's new username: one atomic upsert on the subject.
+    async fn sign_up(&self, subject: &str, username: &Username) -> Result<User> {
+        let (subject, username) = (subject.to_owned(), username.clone());
+        with_conn!(
+            self,
+            transaction | conn | {
+                let new =
+                    NewUser { subject: &subject, username: username.as_str(), created_at: now_micros() };
+                let row = diesel::insert_into(users::table)
+                    .values(&new)
+                    .on_conflict(users::subject)
+                    .do_update()
+                    .set(users::username.eq(excluded(users::username)))
+                    .returning(UserRow::as_returning())
+                    .get_result(conn)
+                    .await
+                    .map_err(|e| username_conflict(e, &username))?;
+                Ok(User::try_from(row)?)
+            }
+        )
     }
 
     fn forget_users(&self) {
@@ -224,33 +252,22 @@ impl UserStore for DieselStore {
         if let Some(user) = cached.filter(|user| user.username == *username) {
             return Ok(user);
         }
-        let (subject, username) = (subject.to_owned(), username.clone());
-        let user = with_conn!(self, |conn| {
-            // The common case, on every request: one indexed read, no write. Lookups by a unique key
-            // use `get_result`, not `first`: `first` binds a `LIMIT`, and SQLite re-plans a
-            // statement whose `LIMIT` is re-bound, on every call.
+        // The common case, on every request the cache missed: one indexed read, no write. Lookups
+        // by a unique key use `get_result`, not `first`: `first` binds a `LIMIT`, and SQLite
+        // re-plans a statement whose `LIMIT` is re-bound, on every call.
+        let found = with_conn!(self, |conn| {
             let found: Option<UserRow> = users::table
-                .filter(users::subject.eq(&subject))
+                .filter(users::subject.eq(subject))
                 .select(UserRow::as_select())
                 .get_result(conn)
                 .await
                 .optional()?;
-            if let Some(user) = found.map(User::try_from).transpose()?.filter(|u| u.username == username) {
-                return Ok(user);
-            }
-            // A new subject, or a new username: one atomic upsert on the subject.
-            let new = NewUser { subject: &subject, username: username.as_str(), created_at: now_micros() };
-            let row = diesel::insert_into(users::table)
-                .values(&new)
-                .on_conflict(users::subject)
-                .do_update()
-                .set(users::username.eq(excluded(users::username)))
-                .returning(UserRow::as_returning())
-                .get_result(conn)
-                .await
-                .map_err(|e| username_conflict(e, &username))?;
-            Ok(User::try_from(row)?)
+            Ok(found.map(User::try_from).transpose()?)
         })?;
+        let user = match found.filter(|user| user.username == *username) {
+            Some(user) => user,
+            None => self.sign_up(subject, username).await?,
+        };
         if let Some(users) = &self.users {
             users.insert(user.subject.clone(), user.clone());
         }
@@ -266,7 +283,6 @@ impl UserStore for DieselStore {
     }
 
     async fn user_by_username(&self, username: &Username) -> Result<Option<User>> {
-        let username = username.clone();
         with_conn!(self, |conn| {
             let row: Option<UserRow> = users::table
                 .filter(users::username.eq(username.as_str()))
@@ -280,8 +296,10 @@ impl UserStore for DieselStore {
 
     async fn remove_user(&self, id: UserId) -> Result<bool> {
         // Preferences go with the user row: ON DELETE CASCADE (SQLite: foreign_keys=ON).
-        let removed =
-            with_conn!(self, |conn| Ok(diesel::delete(users::table.find(id.0)).execute(conn).await? > 0))?;
+        let removed = with_conn!(
+            self,
+            transaction | conn | Ok(diesel::delete(users::table.find(id.0)).execute(conn).await? > 0)
+        )?;
         self.forget_users();
         Ok(removed)
     }
@@ -290,17 +308,15 @@ impl UserStore for DieselStore {
 #[async_trait]
 impl PreferenceStore for DieselStore {
     async fn namespace(&self, user: UserId, namespace: &Namespace) -> Result<Vec<Preference>> {
-        let namespace = namespace.clone();
         let found = with_conn!(self, |conn| {
             let rows = in_namespace(user.0, namespace.as_str())
-                .order(preferences::id)
                 .select(PreferenceRow::as_select())
                 .load(conn)
                 .await?;
             if rows.is_empty() {
                 known_user!(conn, user.0);
             }
-            Ok(preferences_from(rows)?)
+            Ok(namespace_from(rows)?)
         });
         self.noticing(found)
     }
@@ -311,7 +327,6 @@ impl PreferenceStore for DieselStore {
         namespace: &Namespace,
         key: &PreferenceKey,
     ) -> Result<Option<Preference>> {
-        let (namespace, key) = (namespace.clone(), key.clone());
         let found = with_conn!(self, |conn| {
             let row: Option<PreferenceRow> = in_namespace(user.0, namespace.as_str())
                 .filter(preferences::key.eq(key.as_str()))
@@ -333,7 +348,6 @@ impl PreferenceStore for DieselStore {
         namespace: &Namespace,
         id: PreferenceId,
     ) -> Result<Option<Preference>> {
-        let namespace = namespace.clone();
         let found = with_conn!(self, |conn| {
             let row: Option<PreferenceRow> = in_namespace(user.0, namespace.as_str())
                 .filter(preferences::id.eq(id.0))
@@ -373,7 +387,7 @@ impl PreferenceStore for DieselStore {
                 let Some(rows) = Transaction::lock_and_load(conn, user, &namespace).await? else {
                     return Err(Error::UserNotFound.into());
                 };
-                let mut after = preferences_from(rows)?;
+                let mut after = namespace_from(rows)?;
                 let changes = edit(&after)?;
                 let now = now_micros();
                 let statements: Vec<Statement<'_>> = changes

@@ -36,7 +36,7 @@ pub(crate) enum Statement<'a> {
 /// A write transaction's work, once it has begun.
 pub(crate) trait Transaction: AsyncConnection {
     /// Excludes every other writer of `user` until the transaction ends, and reads the user's
-    /// preferences in `namespace`, ordered by id; `None` when the user does not exist.
+    /// preferences in `namespace`, unordered; `None` when the user does not exist.
     async fn lock_and_load(&mut self, user: i64, namespace: &str) -> QueryResult<Option<Vec<PreferenceRow>>>;
 
     /// Runs `statements` in order at `now` (microseconds); for each, the row it wrote (`None` for
@@ -50,10 +50,10 @@ pub(crate) trait Transaction: AsyncConnection {
     ) -> QueryResult<Vec<Option<PreferenceRow>>>;
 }
 
-/// The namespace's preferences, ordered by id.
+/// The namespace's preferences, unordered.
 macro_rules! load {
     ($user:expr, $namespace:expr) => {
-        in_namespace($user, $namespace).order(preferences::id).select(PreferenceRow::as_select())
+        in_namespace($user, $namespace).select(PreferenceRow::as_select())
     };
 }
 

@@ -8,7 +8,7 @@
 //! still get the lock in turn: the busy timeout covers them.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
@@ -27,6 +27,8 @@ const BATCH: usize = 64;
 #[derive(Clone)]
 pub(crate) struct Writer {
     jobs: mpsc::Sender<Job>,
+    /// Jobs sent and not yet taken by the writer.
+    queued: Arc<AtomicUsize>,
 }
 
 /// One write transaction waiting for the writer.
@@ -48,10 +50,17 @@ impl Writer {
         wait: Duration,
     ) -> std::io::Result<Self> {
         let (jobs, queue) = mpsc::channel();
+        let queued = Arc::new(AtomicUsize::new(0));
+        let taken = queued.clone();
         std::thread::Builder::new()
             .name("prefs-sqlite-writer".into())
-            .spawn(move || work(&queue, open, wait))?;
-        Ok(Self { jobs })
+            .spawn(move || work(&queue, &taken, open, wait))?;
+        Ok(Self { jobs, queued })
+    }
+
+    /// How many write transactions wait for the writer to take them.
+    pub(crate) fn queued(&self) -> usize {
+        self.queued.load(Ordering::Relaxed)
     }
 
     /// Runs `body` as one write transaction, committed if it returns `Ok` and rolled back
@@ -82,7 +91,11 @@ impl Writer {
             }),
         };
         let gone = || Failure::Domain(Error::Internal("the SQLite writer has stopped".into()));
-        self.jobs.send(job).map_err(|_| gone())?;
+        self.queued.fetch_add(1, Ordering::Relaxed);
+        self.jobs.send(job).map_err(|_| {
+            self.queued.fetch_sub(1, Ordering::Relaxed);
+            gone()
+        })?;
         match tokio::time::timeout(wait, &mut answered).await {
             Ok(out) => out.map_err(|_| gone())?,
             // Not started yet: it never will be.
@@ -117,13 +130,19 @@ fn savepoint<T>(
 
 /// The writer thread: takes the queued jobs, up to [`BATCH`] at a time, runs them in one
 /// transaction and answers them after its commit.
-fn work(queue: &mpsc::Receiver<Job>, open: impl Fn() -> Result<SqliteConn, Failure>, wait: Duration) {
+fn work(
+    queue: &mpsc::Receiver<Job>,
+    queued: &AtomicUsize,
+    open: impl Fn() -> Result<SqliteConn, Failure>,
+    wait: Duration,
+) {
     let mut conn: Option<SqliteConn> = None;
     while let Ok(first) = queue.recv() {
         let now = Instant::now();
         let (live, late): (Vec<Job>, Vec<Job>) = std::iter::once(first)
             .chain(queue.try_iter().take(BATCH - 1))
             .partition(|job| job.deadline > now);
+        queued.fetch_sub(live.len() + late.len(), Ordering::Relaxed);
         for job in late {
             drop((job.task)(Err(Failure::TimedOut(CheckoutTimeout(wait)))));
         }

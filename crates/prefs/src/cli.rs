@@ -128,10 +128,11 @@ pub struct DatabaseArgs {
     /// `sqlite://FILE` (embedded, the default) or `postgres://USER:PASSWORD@HOST:PORT/DB`.
     #[arg(long, env = "DATABASE_URL", default_value = "sqlite://prefs.db", hide_env_values = true)]
     pub database_url: String,
-    /// Database connections in the pool.
+    /// PostgreSQL connections per worker thread (SQLite: one per worker thread and the writer).
     #[arg(long, env = "PREFS_DB_POOL_SIZE", default_value_t = 8)]
     pub pool_size: usize,
-    /// How long a request waits for a pooled connection before it gets 503 (e.g. `5s`).
+    /// How long a request waits for a connection, the SQLite writer or a lock before it gets 503
+    /// (e.g. `5s`).
     #[arg(long, env = "PREFS_DB_POOL_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
     pub pool_timeout: Duration,
     /// SQLite `synchronous`: `full` survives power loss; `normal` is faster and survives a crash.
