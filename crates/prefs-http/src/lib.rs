@@ -75,14 +75,15 @@ pub fn app(
     let prometheus = state.metrics.middleware.clone();
     let docs = SwaggerUi::new(format!("{DOCS}/{{_:.*}}"))
         .config(SwaggerConfig::new(["/openapi.json"]).validator_url("none").try_it_out_enabled(true));
+    // Routes are tried in order: the API first, the documentation (a catch-all pattern) last.
     App::new()
         .app_data(state)
-        .service(docs)
-        .service(web::redirect(DOCS, format!("{DOCS}/")))
         .configure(edx::routes)
         .configure(records::routes)
         .configure(namespaces::routes)
         .configure(ops::routes)
+        .service(docs)
+        .service(web::redirect(DOCS, format!("{DOCS}/")))
         .default_service(web::to(|| async {
             Err::<HttpResponse, _>(Failure::<jsonapi::JsonApi>::from(Problem::NoRoute))
         }))

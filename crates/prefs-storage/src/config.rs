@@ -111,6 +111,12 @@ pub struct StoreConfig {
     /// preferences, and a user removed through another instance is noticed on its next read or
     /// write (see [`DieselStore`](crate::DieselStore)).
     pub user_cache: usize,
+    /// SQLite: how many namespaces each worker thread remembers (`PREFS_NAMESPACE_CACHE`), so
+    /// that reading one again needs only `PRAGMA data_version`; 0 turns the cache off. Any commit
+    /// to the database, by this process or another, empties every thread's cache before its next
+    /// read, so it never answers with a value older than an acknowledged write. Ignored for
+    /// PostgreSQL, which has no such cheap check.
+    pub namespace_cache: usize,
 }
 
 impl StoreConfig {
@@ -120,9 +126,11 @@ impl StoreConfig {
     pub const DEFAULT_POOL_WAIT: Duration = Duration::from_secs(5);
     /// The default [`StoreConfig::user_cache`].
     pub const DEFAULT_USER_CACHE: usize = 100_000;
+    /// The default [`StoreConfig::namespace_cache`].
+    pub const DEFAULT_NAMESPACE_CACHE: usize = 4_096;
 
     /// A configuration for `database_url` with the defaults: 8 connections, a 5 s wait,
-    /// `synchronous=FULL` and 100,000 cached users.
+    /// `synchronous=FULL`, 100,000 cached users and 4,096 cached namespaces per thread.
     pub fn new(database_url: impl Into<String>) -> Self {
         Self {
             database_url: database_url.into(),
@@ -130,6 +138,7 @@ impl StoreConfig {
             pool_wait: Self::DEFAULT_POOL_WAIT,
             sqlite_synchronous: SqliteSynchronous::default(),
             user_cache: Self::DEFAULT_USER_CACHE,
+            namespace_cache: Self::DEFAULT_NAMESPACE_CACHE,
         }
     }
 }
@@ -142,6 +151,7 @@ impl fmt::Debug for StoreConfig {
             .field("pool_wait", &self.pool_wait)
             .field("sqlite_synchronous", &self.sqlite_synchronous)
             .field("user_cache", &self.user_cache)
+            .field("namespace_cache", &self.namespace_cache)
             .finish()
     }
 }

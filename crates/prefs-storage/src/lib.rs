@@ -26,7 +26,9 @@
 //! writer or a lock is bounded by [`StoreConfig::pool_wait`], after which operations report
 //! [`Error::Unavailable`](prefs_domain::Error::Unavailable).
 //!
-//! Users are remembered by token subject ([`StoreConfig::user_cache`]); preferences never are.
+//! Users are remembered by token subject ([`StoreConfig::user_cache`]). SQLite readers remember
+//! the namespaces they read until the next commit to the database, by anyone
+//! ([`StoreConfig::namespace_cache`]); PostgreSQL caches no preferences.
 //!
 //! The `testing` feature adds `prefs_storage::testing`: fresh scratch databases for this crate's
 //! contract suite (`tests/contract.rs`) and for other crates' tests.

@@ -27,7 +27,7 @@ use diesel_async::pooled_connection::{
 use diesel_async::sync_connection_wrapper::{SpawnBlocking, SyncConnectionWrapper};
 use diesel_async::{AsyncConnection, AsyncPgConnection, SimpleAsyncConnection, TransactionManager};
 use futures_util::future::{BoxFuture, FutureExt};
-use prefs_domain::Error;
+use prefs_domain::{Error, Preference};
 use thread_local::ThreadLocal;
 
 use crate::error::{CheckoutTimeout, Failure};
@@ -54,39 +54,96 @@ pub(crate) enum Pools {
 /// SQLite's read connections: one per thread that reads, opened on its first read and kept.
 /// A read runs on the calling thread (an actix worker) at once: WAL readers do not wait for the
 /// writer, so a read waits only for the disk.
+///
+/// Each also remembers the namespaces it read last ([`Readers::cached`]), for as long as the
+/// database has not changed: SQLite's `PRAGMA data_version` changes when any other connection,
+/// of this process or another, commits, and every cached read asks it first.
 pub(crate) struct Readers {
-    conns: ThreadLocal<RefCell<Option<SqliteConn>>>,
+    readers: ThreadLocal<RefCell<Option<Reader>>>,
     open: AtomicUsize,
+    /// How many namespaces each reader remembers; 0: none.
+    cache: usize,
     /// The database URL.
     pub(crate) url: String,
     /// What every connection runs when it is made.
     pub(crate) setup_sql: String,
 }
 
+/// One thread's read connection and what it remembers.
+struct Reader {
+    conn: SqliteConn,
+    /// The `data_version` the cached namespaces were read at.
+    version: i64,
+    namespaces: Option<quick_cache::unsync::Cache<(i64, String), Vec<Preference>>>,
+}
+
+#[derive(QueryableByName)]
+struct DataVersion {
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    data_version: i64,
+}
+
 impl Readers {
-    /// Read connections to `url`, each running `setup_sql` when it is made.
-    pub(crate) fn new(url: &str, setup_sql: String) -> Self {
-        Self { conns: ThreadLocal::new(), open: AtomicUsize::new(0), url: url.to_owned(), setup_sql }
+    /// Read connections to `url`, each running `setup_sql` when it is made and remembering up to
+    /// `cache` namespaces.
+    pub(crate) fn new(url: &str, setup_sql: String, cache: usize) -> Self {
+        Self { readers: ThreadLocal::new(), open: AtomicUsize::new(0), cache, url: url.to_owned(), setup_sql }
     }
 
-    /// Runs `work` on this thread's read connection, opening it first if needed. A connection
-    /// whose query failed is closed, and the next read opens a new one.
+    /// Runs `work` on this thread's read connection, opening it first if needed.
     pub(crate) fn run<T>(
         &self,
         work: impl FnOnce(&mut SqliteConn) -> Result<T, Failure>,
     ) -> Result<T, Failure> {
-        let mut slot = self.conns.get_or_default().try_borrow_mut().map_err(|_| {
+        self.with_reader(|reader| work(&mut reader.conn))
+    }
+
+    /// The preferences of user `user` in `namespace` as `load` reads them, or as this thread
+    /// read them last if the database has not changed since.
+    pub(crate) fn cached(
+        &self,
+        user: i64,
+        namespace: &str,
+        load: impl FnOnce(&mut SqliteConn) -> Result<Vec<Preference>, Failure>,
+    ) -> Result<Vec<Preference>, Failure> {
+        self.with_reader(|reader| {
+            let Some(namespaces) = &mut reader.namespaces else { return load(&mut reader.conn) };
+            let version = diesel_async::RunQueryDsl::get_result::<DataVersion>(
+                diesel::sql_query("PRAGMA data_version"),
+                &mut reader.conn,
+            );
+            let version = inline(version)??.data_version;
+            if version != reader.version {
+                namespaces.clear();
+                reader.version = version;
+            }
+            let key = (user, namespace.to_owned());
+            if let Some(found) = namespaces.get(&key) {
+                return Ok(found.clone());
+            }
+            // Read after the version: what it reads is at least as new, never older.
+            let found = load(&mut reader.conn)?;
+            namespaces.insert(key, found.clone());
+            Ok(found)
+        })
+    }
+
+    /// Runs `work` on this thread's reader. A connection whose query failed is closed, and the
+    /// next read opens a new one.
+    fn with_reader<T>(&self, work: impl FnOnce(&mut Reader) -> Result<T, Failure>) -> Result<T, Failure> {
+        let mut slot = self.readers.get_or_default().try_borrow_mut().map_err(|_| {
             Failure::Domain(Error::Internal("a SQLite read ran inside another on one thread".into()))
         })?;
-        let conn = match &mut *slot {
-            Some(conn) => conn,
+        let reader = match &mut *slot {
+            Some(reader) => reader,
             None => {
                 let conn = inline(open(&self.url, &self.setup_sql))??;
                 self.open.fetch_add(1, Ordering::Relaxed);
-                slot.insert(conn)
+                let namespaces = (self.cache > 0).then(|| quick_cache::unsync::Cache::new(self.cache));
+                slot.insert(Reader { conn, version: -1, namespaces })
             }
         };
-        let out = work(conn);
+        let out = work(reader);
         if let Err(Failure::Query(_)) = out {
             *slot = None;
             self.open.fetch_sub(1, Ordering::Relaxed);
@@ -272,6 +329,8 @@ pub(crate) async fn finish<C: AsyncConnection, T>(
 /// `prefs_domain::Result<T>`.
 ///
 /// `with_conn!(store, |conn| body)` reads: on SQLite inline, on this thread's read connection.
+/// `with_conn!(store, cached(user, namespace) |conn| body)` reads one namespace: on SQLite from
+/// this thread's cache when the database has not changed since ([`Readers::cached`]).
 ///
 /// `with_conn!(store, transaction |conn| body)` runs the body in a write transaction, committed if
 /// it returns `Ok` and rolled back otherwise: on SQLite through the [`Writer`], on PostgreSQL in a
@@ -301,6 +360,18 @@ macro_rules! with_conn {
                     .await;
                     $crate::pool::finish(conn, out).await
                 })
+            }
+        };
+        out.map_err(::prefs_domain::Error::from)
+    }};
+    ($store:expr, cached($user:expr, $namespace:expr) |$conn:ident| $body:expr) => {{
+        let store = &$store;
+        let out = match &store.pools {
+            $crate::pool::Pools::Sqlite { readers, .. } => readers.cached($user, $namespace, |$conn| {
+                $crate::pool::inline($crate::pool::body(async { $body }))?
+            }),
+            $crate::pool::Pools::Postgres(pools) => {
+                $crate::pool::with_conn!(@postgres pools, store.pool_wait, |$conn| $body)
             }
         };
         out.map_err(::prefs_domain::Error::from)

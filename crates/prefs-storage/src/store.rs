@@ -38,11 +38,12 @@ const POSTGRES_MIGRATIONS: EmbeddedMigrations = embed_migrations!("../../migrati
 const MIGRATION_LOCK: i64 = 0x7072_6566_735f_6d69; // "prefs_mi"
 
 /// The storage adapter: implements [`UserStore`] and [`PreferenceStore`] over SQLite or
-/// PostgreSQL, chosen by the database URL. Cloning is cheap and shares the pool.
+/// PostgreSQL, chosen by the database URL. Cloning is cheap and shares the connections.
 ///
 /// It remembers the users it provisions ([`StoreConfig::user_cache`]), so that
-/// [`UserStore::provision`] of a known subject and username needs no query. Preferences are never
-/// cached. A remembered user stays right while it exists: ids are never reused, and a changed
+/// [`UserStore::provision`] of a known subject and username needs no query. On SQLite each
+/// thread also remembers the namespaces it read, until the next commit to the database
+/// ([`StoreConfig::namespace_cache`]). A remembered user stays right while it exists: ids are never reused, and a changed
 /// username misses the cache. A user removed meanwhile (by `prefs users remove` or another
 /// instance) is noticed by the next read or write for it, which answers
 /// [`Error::UserNotFound`] and forgets it; the service then provisions the subject again.
@@ -83,7 +84,7 @@ impl DieselStore {
                      PRAGMA synchronous = {}; PRAGMA foreign_keys = ON;",
                     config.sqlite_synchronous.pragma()
                 );
-                let readers = Arc::new(Readers::new(url, setup));
+                let readers = Arc::new(Readers::new(url, setup, config.namespace_cache));
                 let opener = readers.clone();
                 let writer = Writer::start(
                     move || pool::inline(pool::open(&opener.url, &opener.setup_sql))?.map_err(Failure::from),
@@ -308,16 +309,19 @@ impl UserStore for DieselStore {
 #[async_trait]
 impl PreferenceStore for DieselStore {
     async fn namespace(&self, user: UserId, namespace: &Namespace) -> Result<Vec<Preference>> {
-        let found = with_conn!(self, |conn| {
-            let rows = in_namespace(user.0, namespace.as_str())
-                .select(PreferenceRow::as_select())
-                .load(conn)
-                .await?;
-            if rows.is_empty() {
-                known_user!(conn, user.0);
+        let found = with_conn!(
+            self,
+            cached(user.0, namespace.as_str()) | conn | {
+                let rows = in_namespace(user.0, namespace.as_str())
+                    .select(PreferenceRow::as_select())
+                    .load(conn)
+                    .await?;
+                if rows.is_empty() {
+                    known_user!(conn, user.0);
+                }
+                Ok(namespace_from(rows)?)
             }
-            Ok(namespace_from(rows)?)
-        });
+        );
         self.noticing(found)
     }
 

@@ -31,9 +31,15 @@ impl Fixture {
         Self { store: scratch.store().await, scratch }
     }
 
-    /// Another store over the same database, with a short wait and the given pool size.
+    /// Another store over the same database, with a short wait, the given pool size and no
+    /// namespace cache (so SQLite reads through it always query).
     async fn impatient_store(&self, pool_size: usize) -> DieselStore {
-        let config = StoreConfig { pool_size, pool_wait: SHORT_WAIT, ..StoreConfig::new(&self.scratch.url) };
+        let config = StoreConfig {
+            pool_size,
+            pool_wait: SHORT_WAIT,
+            namespace_cache: 0,
+            ..StoreConfig::new(&self.scratch.url)
+        };
         DieselStore::connect(&config).await.unwrap()
     }
 }
@@ -84,6 +90,7 @@ contract! {
     tokio::test => modify_of_an_unknown_user_is_user_not_found,
     tokio::test => reads_of_an_unknown_user_are_user_not_found,
     tokio::test => a_user_removed_through_another_instance_is_noticed,
+    tokio::test => writes_through_another_instance_are_read_at_once,
     tokio::test => json_values_round_trip_exactly,
     tokio::test => migrations_run_twice_are_a_no_op,
     tokio::test => ping_answers,
@@ -494,6 +501,37 @@ async fn reads_of_an_unknown_user_are_user_not_found(fx: Fixture) {
     assert_eq!(fx.store.namespace(alice.id, &client("app")).await.unwrap(), vec![]);
     assert_eq!(fx.store.preference(alice.id, &GLOBAL, &key("b")).await.unwrap(), None);
     assert_eq!(fx.store.preference_by_id(alice.id, &client("app"), found.id).await.unwrap(), None);
+}
+
+/// A read never answers with less than an acknowledged write, whichever instance made it and
+/// whatever the reader read before (SQLite readers remember namespaces until the next commit).
+async fn writes_through_another_instance_are_read_at_once(fx: Fixture) {
+    let other = fx.impatient_store(2).await;
+    let alice = user(&fx.store, "alice").await;
+    let lang = |preferences: Vec<Preference>| -> Vec<(String, Value)> {
+        preferences.into_iter().map(|p| (p.key.as_str().to_owned(), p.value.as_json().clone())).collect()
+    };
+    put(&fx.store, &alice, &GLOBAL, "lang", json!("en")).await;
+    for round in 0..3 {
+        let before = fx.store.namespace(alice.id, &GLOBAL).await.unwrap();
+        assert_eq!(before, fx.store.namespace(alice.id, &GLOBAL).await.unwrap());
+        put(&other, &alice, &GLOBAL, "lang", json!(round)).await;
+        let after = lang(fx.store.namespace(alice.id, &GLOBAL).await.unwrap());
+        assert_eq!(after, [("lang".to_owned(), json!(round))]);
+    }
+    // Its own writes too, and every namespace apart.
+    put(&fx.store, &alice, &GLOBAL, "lang", json!("mine")).await;
+    put(&other, &alice, &client("app"), "theme", json!("dark")).await;
+    assert_eq!(
+        lang(fx.store.namespace(alice.id, &GLOBAL).await.unwrap()),
+        [("lang".to_owned(), json!("mine"))]
+    );
+    assert_eq!(
+        lang(fx.store.namespace(alice.id, &client("app")).await.unwrap()),
+        [("theme".to_owned(), json!("dark"))]
+    );
+    assert!(other.remove_user(alice.id).await.unwrap());
+    assert!(matches!(fx.store.namespace(alice.id, &GLOBAL).await, Err(Error::UserNotFound)));
 }
 
 async fn a_user_removed_through_another_instance_is_noticed(fx: Fixture) {
