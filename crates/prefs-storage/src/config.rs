@@ -111,12 +111,13 @@ pub struct StoreConfig {
     /// preferences, and a user removed through another instance is noticed on its next read or
     /// write (see [`DieselStore`](crate::DieselStore)).
     pub user_cache: usize,
-    /// SQLite: how many namespaces each worker thread remembers (`PREFS_NAMESPACE_CACHE`), so
-    /// that reading one again needs only `PRAGMA data_version`; 0 turns the cache off. Any commit
-    /// to the database, by this process or another, empties every thread's cache before its next
-    /// read, so it never answers with a value older than an acknowledged write. Ignored for
-    /// PostgreSQL, which has no such cheap check.
-    pub namespace_cache: usize,
+    /// SQLite: about how much memory each worker thread spends remembering the namespaces it
+    /// read (`PREFS_NAMESPACE_CACHE_BYTES`, an estimate from the size of the preferences and of
+    /// their parsed values), so that reading one again needs only `PRAGMA data_version`; 0 turns the
+    /// cache off. Any commit to the database, by this process or another, empties every thread's
+    /// cache before its next read, so it never answers with a value older than an acknowledged
+    /// write. Ignored for PostgreSQL, which has no such cheap check.
+    pub namespace_cache_bytes: u64,
 }
 
 impl StoreConfig {
@@ -126,11 +127,11 @@ impl StoreConfig {
     pub const DEFAULT_POOL_WAIT: Duration = Duration::from_secs(5);
     /// The default [`StoreConfig::user_cache`].
     pub const DEFAULT_USER_CACHE: usize = 100_000;
-    /// The default [`StoreConfig::namespace_cache`].
-    pub const DEFAULT_NAMESPACE_CACHE: usize = 4_096;
+    /// The default [`StoreConfig::namespace_cache_bytes`]: 16 MiB.
+    pub const DEFAULT_NAMESPACE_CACHE_BYTES: u64 = 16 << 20;
 
     /// A configuration for `database_url` with the defaults: 8 connections, a 5 s wait,
-    /// `synchronous=FULL`, 100,000 cached users and 4,096 cached namespaces per thread.
+    /// `synchronous=FULL`, 100,000 cached users and 16 MiB of cached namespaces per thread.
     pub fn new(database_url: impl Into<String>) -> Self {
         Self {
             database_url: database_url.into(),
@@ -138,7 +139,7 @@ impl StoreConfig {
             pool_wait: Self::DEFAULT_POOL_WAIT,
             sqlite_synchronous: SqliteSynchronous::default(),
             user_cache: Self::DEFAULT_USER_CACHE,
-            namespace_cache: Self::DEFAULT_NAMESPACE_CACHE,
+            namespace_cache_bytes: Self::DEFAULT_NAMESPACE_CACHE_BYTES,
         }
     }
 }
@@ -151,7 +152,7 @@ impl fmt::Debug for StoreConfig {
             .field("pool_wait", &self.pool_wait)
             .field("sqlite_synchronous", &self.sqlite_synchronous)
             .field("user_cache", &self.user_cache)
-            .field("namespace_cache", &self.namespace_cache)
+            .field("namespace_cache_bytes", &self.namespace_cache_bytes)
             .finish()
     }
 }

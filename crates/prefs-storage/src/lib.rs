@@ -28,7 +28,7 @@
 //!
 //! Users are remembered by token subject ([`StoreConfig::user_cache`]). SQLite readers remember
 //! the namespaces they read until the next commit to the database, by anyone
-//! ([`StoreConfig::namespace_cache`]); PostgreSQL caches no preferences.
+//! ([`StoreConfig::namespace_cache_bytes`]); PostgreSQL caches no preferences.
 //!
 //! The `testing` feature adds `prefs_storage::testing`: fresh scratch databases for this crate's
 //! contract suite (`tests/contract.rs`) and for other crates' tests.

@@ -28,6 +28,7 @@ use diesel_async::sync_connection_wrapper::{SpawnBlocking, SyncConnectionWrapper
 use diesel_async::{AsyncConnection, AsyncPgConnection, SimpleAsyncConnection, TransactionManager};
 use futures_util::future::{BoxFuture, FutureExt};
 use prefs_domain::{Error, Preference};
+use serde_json::Value;
 use thread_local::ThreadLocal;
 
 use crate::error::{CheckoutTimeout, Failure};
@@ -61,8 +62,8 @@ pub(crate) enum Pools {
 pub(crate) struct Readers {
     readers: ThreadLocal<RefCell<Option<Reader>>>,
     open: AtomicUsize,
-    /// How many namespaces each reader remembers; 0: none.
-    cache: usize,
+    /// How many bytes each reader remembers ([`weight`]); 0: nothing.
+    cache: u64,
     /// The database URL.
     pub(crate) url: String,
     /// What every connection runs when it is made.
@@ -74,9 +75,48 @@ struct Reader {
     conn: SqliteConn,
     /// The `data_version` the cached namespaces were read at.
     version: i64,
-    namespaces: Option<quick_cache::unsync::Cache<(i64, String), Vec<Preference>>>,
+    namespaces: Option<quick_cache::unsync::Cache<(i64, String), Weighed, ByWeight>>,
 }
 
+/// A cached namespace and its [`weight`].
+#[derive(Clone)]
+struct Weighed {
+    preferences: Vec<Preference>,
+    weight: u64,
+}
+
+#[derive(Clone)]
+struct ByWeight;
+
+impl quick_cache::Weighter<(i64, String), Weighed> for ByWeight {
+    fn weight(&self, _: &(i64, String), value: &Weighed) -> u64 {
+        value.weight
+    }
+}
+
+/// What a namespace weighs in a reader's cache: an estimate of the memory it takes.
+fn weight(preferences: &[Preference]) -> u64 {
+    let each = std::mem::size_of::<Preference>() as u64;
+    preferences.iter().map(|p| each + p.key.as_str().len() as u64 + heap(p.value.as_json())).sum()
+}
+
+/// An estimate of the heap memory a JSON value holds beyond its own (inline) size.
+fn heap(value: &Value) -> u64 {
+    const SLOT: u64 = std::mem::size_of::<Value>() as u64;
+    /// What a map allocates for its first entries, and for each entry (key and value).
+    const MAP: u64 = 512;
+    const ENTRY: u64 = std::mem::size_of::<String>() as u64 + SLOT;
+    match value {
+        Value::Null | Value::Bool(_) | Value::Number(_) => 0,
+        Value::String(s) => s.len() as u64,
+        Value::Array(items) => items.iter().map(|item| SLOT + heap(item)).sum(),
+        Value::Object(members) => {
+            MAP + members.iter().map(|(key, item)| ENTRY + key.len() as u64 + heap(item)).sum::<u64>()
+        }
+    }
+}
+
+/// The row of `PRAGMA data_version`.
 #[derive(QueryableByName)]
 struct DataVersion {
     #[diesel(sql_type = diesel::sql_types::BigInt)]
@@ -84,9 +124,9 @@ struct DataVersion {
 }
 
 impl Readers {
-    /// Read connections to `url`, each running `setup_sql` when it is made and remembering up to
-    /// `cache` namespaces.
-    pub(crate) fn new(url: &str, setup_sql: String, cache: usize) -> Self {
+    /// Read connections to `url`, each running `setup_sql` when it is made and remembering
+    /// namespaces up to `cache` bytes ([`weight`]).
+    pub(crate) fn new(url: &str, setup_sql: String, cache: u64) -> Self {
         Self { readers: ThreadLocal::new(), open: AtomicUsize::new(0), cache, url: url.to_owned(), setup_sql }
     }
 
@@ -119,11 +159,11 @@ impl Readers {
             }
             let key = (user, namespace.to_owned());
             if let Some(found) = namespaces.get(&key) {
-                return Ok(found.clone());
+                return Ok(found.preferences.clone());
             }
             // Read after the version: what it reads is at least as new, never older.
             let found = load(&mut reader.conn)?;
-            namespaces.insert(key, found.clone());
+            namespaces.insert(key, Weighed { weight: weight(&found), preferences: found.clone() });
             Ok(found)
         })
     }
@@ -139,7 +179,11 @@ impl Readers {
             None => {
                 let conn = inline(open(&self.url, &self.setup_sql))??;
                 self.open.fetch_add(1, Ordering::Relaxed);
-                let namespaces = (self.cache > 0).then(|| quick_cache::unsync::Cache::new(self.cache));
+                let namespaces = (self.cache > 0).then(|| {
+                    // About 2 KiB a namespace: 10 preferences of short values.
+                    let items = usize::try_from(self.cache / 2048).unwrap_or(usize::MAX).max(1);
+                    quick_cache::unsync::Cache::with_weighter(items, self.cache, ByWeight)
+                });
                 slot.insert(Reader { conn, version: -1, namespaces })
             }
         };
@@ -404,3 +448,36 @@ macro_rules! with_conn {
 }
 
 pub(crate) use with_conn;
+
+#[cfg(test)]
+mod tests {
+    use chrono::Utc;
+    use prefs_domain::{Namespace, PreferenceId, PreferenceKey, PreferenceValue, UserId};
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn a_namespace_weighs_about_the_memory_it_takes() {
+        let preference = |key: &str, value| Preference {
+            id: PreferenceId(1),
+            user_id: UserId(1),
+            namespace: Namespace::Global,
+            key: PreferenceKey::parse(key).unwrap(),
+            value: PreferenceValue::from_stored(value),
+            created_at: Utc::now(),
+            updated_at: Utc::now(),
+            version: 1,
+        };
+        let each = std::mem::size_of::<Preference>() as u64;
+        assert_eq!(weight(&[]), 0);
+        assert_eq!(weight(&[preference("on", json!(true))]), each + 2);
+        assert_eq!(weight(&[preference("lang", json!("fr"))]), each + 4 + 2);
+        let long = "x".repeat(10_000);
+        assert!(weight(&[preference("k", json!(long))]) > 10_000);
+        // Every level of nesting counts.
+        let flat = weight(&[preference("k", json!({"a": 1}))]);
+        let nested = weight(&[preference("k", json!({"a": {"b": [1, 2, {"c": "d"}]}}))]);
+        assert!(flat > each + 512 && nested > flat + 512, "{flat} {nested}");
+    }
+}

@@ -43,7 +43,7 @@ const MIGRATION_LOCK: i64 = 0x7072_6566_735f_6d69; // "prefs_mi"
 /// It remembers the users it provisions ([`StoreConfig::user_cache`]), so that
 /// [`UserStore::provision`] of a known subject and username needs no query. On SQLite each
 /// thread also remembers the namespaces it read, until the next commit to the database
-/// ([`StoreConfig::namespace_cache`]). A remembered user stays right while it exists: ids are never reused, and a changed
+/// ([`StoreConfig::namespace_cache_bytes`]). A remembered user stays right while it exists: ids are never reused, and a changed
 /// username misses the cache. A user removed meanwhile (by `prefs users remove` or another
 /// instance) is noticed by the next read or write for it, which answers
 /// [`Error::UserNotFound`] and forgets it; the service then provisions the subject again.
@@ -84,7 +84,7 @@ impl DieselStore {
                      PRAGMA synchronous = {}; PRAGMA foreign_keys = ON;",
                     config.sqlite_synchronous.pragma()
                 );
-                let readers = Arc::new(Readers::new(url, setup, config.namespace_cache));
+                let readers = Arc::new(Readers::new(url, setup, config.namespace_cache_bytes));
                 let opener = readers.clone();
                 let writer = Writer::start(
                     move || pool::inline(pool::open(&opener.url, &opener.setup_sql))?.map_err(Failure::from),

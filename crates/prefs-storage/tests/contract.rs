@@ -37,7 +37,7 @@ impl Fixture {
         let config = StoreConfig {
             pool_size,
             pool_wait: SHORT_WAIT,
-            namespace_cache: 0,
+            namespace_cache_bytes: 0,
             ..StoreConfig::new(&self.scratch.url)
         };
         DieselStore::connect(&config).await.unwrap()

@@ -141,9 +141,10 @@ pub struct DatabaseArgs {
     /// Users remembered by subject, so a token resolves without a query; 0 turns it off.
     #[arg(long, env = "PREFS_USER_CACHE", default_value_t = StoreConfig::DEFAULT_USER_CACHE)]
     pub user_cache: usize,
-    /// SQLite: namespaces each worker thread remembers until the next commit; 0 turns it off.
-    #[arg(long, env = "PREFS_NAMESPACE_CACHE", default_value_t = StoreConfig::DEFAULT_NAMESPACE_CACHE)]
-    pub namespace_cache: usize,
+    /// SQLite: memory (bytes, estimated) each worker thread spends remembering the namespaces it
+    /// read, until the next commit; 0 turns it off.
+    #[arg(long, env = "PREFS_NAMESPACE_CACHE_BYTES", default_value_t = StoreConfig::DEFAULT_NAMESPACE_CACHE_BYTES)]
+    pub namespace_cache_bytes: u64,
 }
 
 /// SQLite durability settings.
@@ -162,7 +163,7 @@ impl DatabaseArgs {
         config.pool_size = self.pool_size;
         config.pool_wait = self.pool_timeout;
         config.user_cache = self.user_cache;
-        config.namespace_cache = self.namespace_cache;
+        config.namespace_cache_bytes = self.namespace_cache_bytes;
         config.sqlite_synchronous = match self.sqlite_synchronous {
             Synchronous::Full => SqliteSynchronous::Full,
             Synchronous::Normal => SqliteSynchronous::Normal,
