@@ -38,6 +38,7 @@ mod error;
 mod pool;
 mod rows;
 mod schema;
+mod sqlite;
 mod store;
 #[cfg(feature = "testing")]
 pub mod testing;

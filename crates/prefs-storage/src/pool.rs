@@ -12,31 +12,25 @@
 //! back.
 
 use std::cell::RefCell;
-use std::error::Error as StdError;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use deadpool::managed::{Manager, Object};
 use diesel::prelude::*;
-use diesel::sqlite::SqliteConnection;
 use diesel_async::pooled_connection::deadpool::Pool;
 use diesel_async::pooled_connection::{
     AsyncDieselConnectionManager, ManagerConfig, PoolError as ConnectError, RecyclingMethod,
 };
-use diesel_async::sync_connection_wrapper::{SpawnBlocking, SyncConnectionWrapper};
 use diesel_async::{AsyncConnection, AsyncPgConnection, SimpleAsyncConnection, TransactionManager};
-use futures_util::future::{BoxFuture, FutureExt};
+use futures_util::future::FutureExt;
 use prefs_domain::{Error, Preference};
 use serde_json::Value;
 use thread_local::ThreadLocal;
 
 use crate::error::{CheckoutTimeout, Failure};
+use crate::sqlite::{SqliteConn, inline};
 use crate::writer::Writer;
-
-/// A SQLite connection: diesel's sync connection, whose statements run inline, on the calling
-/// thread ([`Inline`]).
-pub(crate) type SqliteConn = SyncConnectionWrapper<SqliteConnection, Inline>;
 
 /// The connections of one backend; [`with_conn!`] dispatches on it.
 #[derive(Clone)]
@@ -253,7 +247,7 @@ impl PgPools {
 }
 
 /// Opens and sets up a connection (which runs `setup_sql` once, when it is made). A SQLite
-/// connection finishes at once ([`inline`]).
+/// connection finishes at once ([`inline`](crate::sqlite::inline)).
 pub(crate) async fn open<C>(url: &str, setup_sql: &str) -> ConnectionResult<C>
 where
     C: AsyncConnection + SimpleAsyncConnection,
@@ -261,33 +255,6 @@ where
     let mut conn = C::establish(url).await?;
     conn.batch_execute(setup_sql).await.map_err(ConnectionError::CouldntSetupConfiguration)?;
     Ok(conn)
-}
-
-/// Runs a SQLite connection's blocking calls right away, on the calling thread.
-pub(crate) struct Inline;
-
-impl SpawnBlocking for Inline {
-    fn spawn_blocking<'a, R>(
-        &mut self,
-        task: impl FnOnce() -> R + Send + 'static,
-    ) -> BoxFuture<'a, Result<R, Box<dyn StdError + Send + Sync + 'static>>>
-    where
-        R: Send + 'static,
-    {
-        futures_util::future::ready(Ok(task())).boxed()
-    }
-
-    fn get_runtime() -> Self {
-        Self
-    }
-}
-
-/// The output of `future`, which must finish at its first poll: a SQLite body, whose statements
-/// run inline ([`Inline`]), so it never waits for anything.
-pub(crate) fn inline<F: Future>(future: F) -> Result<F::Output, Failure> {
-    future
-        .now_or_never()
-        .ok_or_else(|| Failure::Domain(Error::Internal("a SQLite call did not finish inline".into())))
 }
 
 /// A pooled connection checked out for one operation.
@@ -389,7 +356,7 @@ macro_rules! with_conn {
             $crate::pool::Pools::Sqlite { writer, .. } => {
                 writer
                     .run(store.pool_wait, move |$conn| {
-                        $crate::pool::inline($crate::pool::body(async move { $body }))?
+                        $crate::sqlite::inline($crate::pool::body(async move { $body }))?
                     })
                     .await
             }
@@ -412,7 +379,7 @@ macro_rules! with_conn {
         let store = &$store;
         let out = match &store.pools {
             $crate::pool::Pools::Sqlite { readers, .. } => readers.cached($user, $namespace, |$conn| {
-                $crate::pool::inline($crate::pool::body(async { $body }))?
+                $crate::sqlite::inline($crate::pool::body(async { $body }))?
             }),
             $crate::pool::Pools::Postgres(pools) => {
                 $crate::pool::with_conn!(@postgres pools, store.pool_wait, |$conn| $body)
@@ -424,7 +391,7 @@ macro_rules! with_conn {
         let store = &$store;
         let out = match &store.pools {
             $crate::pool::Pools::Sqlite { readers, .. } => {
-                readers.run(|$conn| $crate::pool::inline($crate::pool::body(async { $body }))?)
+                readers.run(|$conn| $crate::sqlite::inline($crate::pool::body(async { $body }))?)
             }
             $crate::pool::Pools::Postgres(pools) => {
                 $crate::pool::with_conn!(@postgres pools, store.pool_wait, |$conn| $body)

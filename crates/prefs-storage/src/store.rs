@@ -27,6 +27,7 @@ use crate::rows::{
     stored_value,
 };
 use crate::schema::{preferences, users};
+use crate::sqlite;
 use crate::transaction::{Statement, Transaction};
 use crate::writer::Writer;
 
@@ -87,7 +88,9 @@ impl DieselStore {
                 let readers = Arc::new(Readers::new(url, setup, config.namespace_cache_bytes));
                 let opener = readers.clone();
                 let writer = Writer::start(
-                    move || pool::inline(pool::open(&opener.url, &opener.setup_sql))?.map_err(Failure::from),
+                    move || {
+                        sqlite::inline(pool::open(&opener.url, &opener.setup_sql))?.map_err(Failure::from)
+                    },
                     config.pool_wait,
                 )
                 .map_err(|e| StorageError::InvalidConfig(format!("cannot start the SQLite writer: {e}")))?;

@@ -13,9 +13,9 @@ use diesel::sql_types::{BigInt, Text};
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use futures_util::future::{BoxFuture, FutureExt, join, join_all};
 
-use crate::pool::SqliteConn;
 use crate::rows::{NewPreference, PreferenceRow};
 use crate::schema::{preferences, users};
+use crate::sqlite::SqliteConn;
 use crate::store::{in_namespace, user_exists};
 
 /// One change of a write, ready to run.

@@ -12,13 +12,13 @@ use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
-use diesel::connection::AnsiTransactionManager;
-use diesel_async::{AsyncConnection, SimpleAsyncConnection, TransactionManager};
+use diesel_async::{AnsiTransactionManager, AsyncConnection, SimpleAsyncConnection, TransactionManager};
 use prefs_domain::Error;
 use tokio::sync::oneshot;
 
 use crate::error::{CheckoutTimeout, Failure};
-use crate::pool::{SqliteConn, finish, inline};
+use crate::pool::finish;
+use crate::sqlite::{SqliteConn, inline};
 
 /// The most transactions committed together.
 const BATCH: usize = 64;
@@ -185,13 +185,9 @@ fn begin(conn: &mut SqliteConn, deadline: Instant, wait: Duration) -> Result<(),
         inline(conn.batch_execute(&format!("PRAGMA busy_timeout = {}", timeout.as_millis())))?
             .map_err(Failure::from)
     };
-    let begin =
-        |conn: &mut SqliteConn| {
-            inline(conn.spawn_blocking(|conn| {
-                AnsiTransactionManager::begin_transaction_sql(conn, "BEGIN IMMEDIATE")
-            }))?
-            .map_err(Failure::from)
-        };
+    let begin = |conn: &mut SqliteConn| {
+        inline(AnsiTransactionManager::begin_transaction_sql(conn, "BEGIN IMMEDIATE"))?.map_err(Failure::from)
+    };
     let left = deadline.saturating_duration_since(Instant::now());
     if left + SLACK >= wait {
         return begin(conn);
