@@ -36,6 +36,7 @@
 mod config;
 mod error;
 mod pool;
+mod readers;
 mod rows;
 mod schema;
 mod sqlite;

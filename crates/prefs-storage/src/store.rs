@@ -21,7 +21,8 @@ use quick_cache::sync::Cache;
 use crate::PoolStatus;
 use crate::config::{Backend, StoreConfig};
 use crate::error::{Failure, StorageError, username_conflict};
-use crate::pool::{self, Lease, PgPools, Pools, Readers, with_conn};
+use crate::pool::{self, Lease, PgPools, Pools, with_conn};
+use crate::readers::Readers;
 use crate::rows::{
     NewPreference, NewUser, PreferenceRow, UserRow, namespace_from, now_micros, preferences_from,
     stored_value,
