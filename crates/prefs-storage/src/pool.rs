@@ -14,12 +14,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use deadpool::managed::{Manager, Object};
+use deadpool::managed::Object;
 use diesel::prelude::*;
 use diesel_async::pooled_connection::deadpool::Pool;
-use diesel_async::pooled_connection::{
-    AsyncDieselConnectionManager, ManagerConfig, PoolError as ConnectError, RecyclingMethod,
-};
+use diesel_async::pooled_connection::{AsyncDieselConnectionManager, ManagerConfig, RecyclingMethod};
 use diesel_async::{AsyncConnection, AsyncPgConnection, SimpleAsyncConnection, TransactionManager};
 use futures_util::future::FutureExt;
 use prefs_domain::Error;
@@ -105,23 +103,17 @@ where
     Ok(conn)
 }
 
-/// A pooled connection checked out for one operation.
-pub(crate) struct Lease<C>
-where
-    AsyncDieselConnectionManager<C>: Manager,
-{
+/// A pooled PostgreSQL connection checked out for one operation.
+pub(crate) struct Lease {
     /// `None` only once taken by [`Lease::detach`] or drop.
-    object: Option<Object<AsyncDieselConnectionManager<C>>>,
+    object: Option<Object<AsyncDieselConnectionManager<AsyncPgConnection>>>,
     /// Whether the operation ran to its end, so the connection is fit to go back to the pool.
     settled: bool,
 }
 
-impl<C> Lease<C>
-where
-    AsyncDieselConnectionManager<C>: Manager<Type = C, Error = ConnectError>,
-{
+impl Lease {
     /// Checks a connection out, waiting at most `wait` in all.
-    pub(crate) async fn checkout(pool: &Pool<C>, wait: Duration) -> Result<Self, Failure> {
+    pub(crate) async fn checkout(pool: &Pool<AsyncPgConnection>, wait: Duration) -> Result<Self, Failure> {
         match tokio::time::timeout(wait, pool.get()).await {
             Ok(Ok(object)) => Ok(Self { object: Some(object), settled: false }),
             Ok(Err(error)) => Err(Failure::Checkout(error)),
@@ -130,7 +122,7 @@ where
     }
 
     /// The connection.
-    pub(crate) fn conn(&mut self) -> &mut C {
+    pub(crate) fn conn(&mut self) -> &mut AsyncPgConnection {
         self.object.as_mut().expect("a lease holds its connection until dropped")
     }
 
@@ -141,15 +133,12 @@ where
     }
 
     /// Takes the connection out of the pool for good.
-    pub(crate) fn detach(mut self) -> C {
+    pub(crate) fn detach(mut self) -> AsyncPgConnection {
         Object::take(self.object.take().expect("a lease holds its connection until dropped"))
     }
 }
 
-impl<C> Drop for Lease<C>
-where
-    AsyncDieselConnectionManager<C>: Manager,
-{
+impl Drop for Lease {
     fn drop(&mut self) {
         if let Some(object) = self.object.take().filter(|_| !self.settled) {
             drop(Object::take(object));

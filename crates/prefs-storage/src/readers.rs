@@ -40,13 +40,12 @@ struct Reader {
 }
 
 /// A cached namespace and its [`weight`].
-#[derive(Clone)]
 struct Weighed {
     preferences: Vec<Preference>,
     weight: u64,
 }
 
-#[derive(Clone)]
+/// Weighs a cached namespace by its [`weight`], computed once, when it is cached.
 struct ByWeight;
 
 impl quick_cache::Weighter<(i64, String), Weighed> for ByWeight {
