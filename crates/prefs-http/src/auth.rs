@@ -61,10 +61,60 @@ pub enum KeyError {
     BadPublicKey,
 }
 
-/// Verifies bearer tokens.
+/// How much memory [`Verifier`] spends remembering tokens it verified, estimated as in
+/// [`TokenWeight`].
+pub const TOKEN_CACHE_BYTES: u64 = 8 * 1024 * 1024;
+
+/// Verifies bearer tokens, and remembers the tokens it verified (up to [`TOKEN_CACHE_BYTES`]),
+/// so that a client sending the same token again costs a lookup instead of a signature check.
+/// Only tokens that passed every check are remembered, each under its exact text (any other
+/// string, however close, is verified in full), and a remembered token is still refused once
+/// its `exp` (or before its `nbf`) is past the leeway.
 pub struct Verifier {
     key: DecodingKey,
     validation: Validation,
+    verified: quick_cache::sync::Cache<String, Verified, TokenWeight>,
+}
+
+/// A token that passed verification: what it grants, and when.
+#[derive(Clone)]
+struct Verified {
+    principal: Principal,
+    exp: u64,
+    nbf: Option<u64>,
+}
+
+impl Verified {
+    /// Is the token valid at `now` (seconds since the epoch), as jsonwebtoken would decide?
+    fn valid_at(&self, now: u64) -> Result<(), String> {
+        if self.exp.saturating_add(LEEWAY_SECONDS) < now {
+            return Err("invalid token (ExpiredSignature)".into());
+        }
+        match self.nbf {
+            Some(nbf) if nbf > now.saturating_add(LEEWAY_SECONDS) => {
+                Err("invalid token (ImmatureSignature)".into())
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Weighs a remembered token by an estimate of the memory it takes.
+#[derive(Clone)]
+struct TokenWeight;
+
+impl quick_cache::Weighter<String, Verified> for TokenWeight {
+    fn weight(&self, token: &String, verified: &Verified) -> u64 {
+        /// The entry, the principal and their allocations, beyond the strings' bytes.
+        const OVERHEAD: usize = 256;
+        let principal = &verified.principal;
+        let strings = token.len()
+            + principal.subject.len()
+            + principal.username.as_str().len()
+            + principal.scopes.iter().map(|scope| scope.len() + 32).sum::<usize>()
+            + principal.client_id.as_ref().map_or(0, |client| client.as_str().len());
+        (strings + OVERHEAD) as u64
+    }
 }
 
 impl Verifier {
@@ -98,7 +148,10 @@ impl Verifier {
             Some(audience) => validation.set_audience(&[audience]),
             None => validation.validate_aud = false,
         }
-        Ok(Self { key, validation })
+        // About 700 bytes a token (TokenWeight) of the usual size.
+        let tokens = usize::try_from(TOKEN_CACHE_BYTES / 700).unwrap_or(usize::MAX);
+        let verified = quick_cache::sync::Cache::with_weighter(tokens, TOKEN_CACHE_BYTES, TokenWeight);
+        Ok(Self { key, validation, verified })
     }
 
     /// Verifies `token` and reads its principal.
@@ -106,10 +159,23 @@ impl Verifier {
     /// # Errors
     /// A reason fit for a 401 answer.
     pub fn verify(&self, token: &str) -> Result<Principal, String> {
+        self.verify_at(token, jsonwebtoken::get_current_timestamp())
+    }
+
+    /// [`Verifier::verify`] at `now`, seconds since the epoch: the clock a remembered token is
+    /// checked against (a token verified afresh is checked against jsonwebtoken's own clock).
+    fn verify_at(&self, token: &str, now: u64) -> Result<Principal, String> {
+        if let Some(verified) = self.verified.get(token) {
+            verified.valid_at(now)?;
+            return Ok(verified.principal);
+        }
         let claims = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation)
             .map_err(|e| format!("invalid token ({e})"))?
             .claims;
-        claims.into_principal()
+        let (exp, nbf) = (claims.exp, claims.nbf);
+        let principal = claims.into_principal()?;
+        self.verified.insert(token.to_owned(), Verified { principal: principal.clone(), exp, nbf });
+        Ok(principal)
     }
 }
 
@@ -138,6 +204,9 @@ pub struct Claims {
     pub azp: Option<String>,
     /// Expiry, seconds since the epoch.
     pub exp: u64,
+    /// Not before, seconds since the epoch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nbf: Option<u64>,
     /// Issued at, seconds since the epoch.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub iat: Option<u64>,
@@ -218,5 +287,65 @@ fn bearer(req: &HttpRequest) -> Result<&str, String> {
             Ok(token.trim())
         }
         _ => Err("the Authorization header is not `Bearer <token>`".into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SECRET: &[u8] = b"a test secret that is long enough for HS256";
+
+    fn verifier() -> Verifier {
+        Verifier::new(&JwtConfig { key: JwtKey::Secret(SECRET.to_vec()), issuer: None, audience: None })
+            .unwrap()
+    }
+
+    fn token(exp: u64, nbf: Option<u64>) -> String {
+        let claims =
+            Claims { sub: "sub-1".into(), username: Some("ada".into()), exp, nbf, ..Claims::default() };
+        mint(SECRET, &claims).unwrap()
+    }
+
+    #[test]
+    fn a_remembered_token_expires_like_a_fresh_one() {
+        let now = jsonwebtoken::get_current_timestamp();
+        let verifier = verifier();
+        let token = token(now + 10, None);
+        assert_eq!(verifier.verify(&token).unwrap().username.as_str(), "ada");
+        assert_eq!(verifier.verified.len(), 1, "remembered");
+        let last = now + 10 + LEEWAY_SECONDS;
+        assert_eq!(verifier.verify_at(&token, last).unwrap().subject, "sub-1");
+        let expired = verifier.verify_at(&token, last + 1).unwrap_err();
+        assert!(expired.contains("ExpiredSignature"), "{expired}");
+    }
+
+    #[test]
+    fn a_remembered_token_is_not_valid_before_its_nbf() {
+        let now = jsonwebtoken::get_current_timestamp();
+        let verifier = verifier();
+        let token = token(now + 600, Some(now + 30));
+        verifier.verify(&token).unwrap();
+        assert_eq!(verifier.verified.len(), 1, "remembered");
+        let first = now + 30 - LEEWAY_SECONDS;
+        verifier.verify_at(&token, first).unwrap();
+        let early = verifier.verify_at(&token, first - 1).unwrap_err();
+        assert!(early.contains("ImmatureSignature"), "{early}");
+    }
+
+    #[test]
+    fn only_the_exact_verified_text_is_remembered() {
+        let now = jsonwebtoken::get_current_timestamp();
+        let verifier = verifier();
+        let good = token(now + 600, None);
+        verifier.verify(&good).unwrap();
+        // The same header and claims under another signature, and the token with a byte more.
+        let (signed, _) = good.rsplit_once('.').unwrap();
+        let forged = format!("{signed}.{}", "A".repeat(43));
+        assert!(verifier.verify(&forged).unwrap_err().contains("InvalidSignature"));
+        assert!(verifier.verify(&format!("{good}A")).is_err());
+        let expired = token(now - 3600, None);
+        assert!(verifier.verify(&expired).is_err());
+        assert_eq!(verifier.verified.len(), 1, "nothing but the good token is remembered");
     }
 }

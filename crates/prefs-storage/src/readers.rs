@@ -5,6 +5,9 @@ use std::cell::RefCell;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use diesel::prelude::*;
+use diesel::query_builder::{AstPass, Query, QueryFragment, QueryId};
+use diesel::sql_types::BigInt;
+use diesel::sqlite::Sqlite;
 use prefs_domain::{Error, Preference};
 use serde_json::Value;
 use thread_local::ThreadLocal;
@@ -76,11 +79,20 @@ fn heap(value: &Value) -> u64 {
     }
 }
 
-/// The row of `PRAGMA data_version`.
-#[derive(QueryableByName)]
-struct DataVersion {
-    #[diesel(sql_type = diesel::sql_types::BigInt)]
-    data_version: i64,
+/// `PRAGMA data_version`, as a query of its own type, which diesel prepares once per connection
+/// (`sql_query` and `sql` text are prepared anew every time).
+#[derive(QueryId)]
+struct DataVersion;
+
+impl QueryFragment<Sqlite> for DataVersion {
+    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Sqlite>) -> QueryResult<()> {
+        out.push_sql("PRAGMA data_version");
+        Ok(())
+    }
+}
+
+impl Query for DataVersion {
+    type SqlType = BigInt;
 }
 
 impl Readers {
@@ -108,11 +120,8 @@ impl Readers {
     ) -> Result<Vec<Preference>, Failure> {
         self.with_reader(|reader| {
             let Some(namespaces) = &mut reader.namespaces else { return load(&mut reader.conn) };
-            let version = diesel_async::RunQueryDsl::get_result::<DataVersion>(
-                diesel::sql_query("PRAGMA data_version"),
-                &mut reader.conn,
-            );
-            let version = inline(version)??.data_version;
+            let version = diesel_async::RunQueryDsl::get_result::<i64>(DataVersion, &mut reader.conn);
+            let version = inline(version)??;
             if version != reader.version {
                 namespaces.clear();
                 reader.version = version;
