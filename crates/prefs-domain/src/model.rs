@@ -4,9 +4,10 @@
 //! so a value of the type is valid by construction.
 
 use std::fmt;
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use serde::Serialize;
+use serde::{Serialize, Serializer};
 use serde_json::Value;
 
 use crate::error::FieldError;
@@ -191,9 +192,17 @@ pub struct User {
 }
 
 /// A preference value: any JSON value but a top-level `null`, within the size and depth limits.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-#[serde(transparent)]
-pub struct PreferenceValue(Value);
+///
+/// Values are shared, not copied, when a preference is cloned (a store may hand out the same
+/// preferences to many readers).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PreferenceValue(Arc<Value>);
+
+impl Serialize for PreferenceValue {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.0.serialize(serializer)
+    }
+}
 
 impl PreferenceValue {
     /// Validates a value against `limits`; `field` names it in the error.
@@ -221,12 +230,12 @@ impl PreferenceValue {
                 format!("Value is {size} bytes; the limit is {} bytes.", limits.max_value_bytes),
             ));
         }
-        Ok(Self(value))
+        Ok(Self(Arc::new(value)))
     }
 
     /// Wraps a value read back from storage, where it was validated on the way in.
     pub fn from_stored(value: Value) -> Self {
-        Self(value)
+        Self(Arc::new(value))
     }
 
     /// The JSON value.
@@ -234,9 +243,9 @@ impl PreferenceValue {
         &self.0
     }
 
-    /// Takes the JSON value out.
+    /// Takes the JSON value out (a copy when the value is shared).
     pub fn into_json(self) -> Value {
-        self.0
+        Arc::unwrap_or_clone(self.0)
     }
 }
 

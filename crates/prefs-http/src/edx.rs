@@ -1,20 +1,22 @@
 //! The Open edX dialect (SPEC 3.1): `/api/user/v1/preferences/{username}[/]` and
 //! `/api/user/v1/preferences/{username}/{key}`, over the global namespace. Values are strings.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use actix_web::http::{StatusCode, header};
 use actix_web::middleware::DefaultHeaders;
 use actix_web::{HttpRequest, HttpResponse, web};
-use prefs_domain::{Action, ETag, Error, Namespace, Preference, UserRef, edx};
+use prefs_domain::{Action, ETag, Error, Namespace, PreferenceValue, UserRef, edx};
 use serde::Serialize;
-use serde_json::{Map, Value};
+use serde_json::Value;
 use utoipa::{IntoResponses, ToSchema};
 
 use crate::auth::Authenticated;
 use crate::body::{self, JSON, MERGE_PATCH};
 use crate::conditional::{self, preconditions, tagged};
 use crate::error::{Dialect, Failure, Problem};
+use crate::object::Object;
 use crate::openapi::{EdxPatch, EdxValue};
 use crate::{AppState, read, resource};
 
@@ -157,10 +159,10 @@ pub(crate) fn routes(cfg: &mut web::ServiceConfig) {
 
 /// How a stored value shows in this dialect, where values are strings: a string as itself, any
 /// other JSON value (written through another dialect) as its compact JSON text.
-fn as_edx_string(preference: Preference) -> String {
-    match preference.value.into_json() {
-        Value::String(s) => s,
-        other => other.to_string(),
+fn edx_text(value: &PreferenceValue) -> Cow<'_, str> {
+    match value.as_json() {
+        Value::String(s) => Cow::Borrowed(s),
+        other => Cow::Owned(other.to_string()),
     }
 }
 
@@ -185,11 +187,7 @@ pub(crate) async fn get_all(
     let target = UserRef::Username(username.into_inner());
     let preferences = state.service.namespace(&auth.actor, &target, &Namespace::Global).await?;
     let etag = ETag::of_namespace(&preferences);
-    let map: Map<String, Value> = preferences
-        .into_iter()
-        .map(|p| (p.key.as_str().to_owned(), Value::String(as_edx_string(p))))
-        .collect();
-    Ok(conditional::read(&req, &etag, &map)?)
+    Ok(conditional::read(&req, &etag, &Object::new(&preferences, edx_text))?)
 }
 
 /// Sets and deletes several preferences at once.
@@ -243,7 +241,7 @@ pub(crate) async fn get_one(
     let preference =
         state.service.preference(&auth.actor, &UserRef::Username(username), &Namespace::Global, &key).await?;
     let etag = ETag::of_preference(&preference);
-    Ok(conditional::read(&req, &etag, &as_edx_string(preference))?)
+    Ok(conditional::read(&req, &etag, &edx_text(&preference.value))?)
 }
 
 /// Creates or updates one preference.

@@ -12,6 +12,7 @@ pub mod error;
 mod jsonapi;
 pub mod metrics;
 mod namespaces;
+mod object;
 pub mod openapi;
 mod ops;
 mod records;

@@ -4,7 +4,7 @@
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
-use prefs_domain::{ClientId, ETag, Error, Namespace, Preference, UserId, UserRef};
+use prefs_domain::{ClientId, ETag, Error, Namespace, Preference, PreferenceValue, UserId, UserRef};
 use serde_json::{Map, Value};
 use utoipa::IntoResponses;
 
@@ -13,6 +13,7 @@ use crate::body::{self, JSON, MERGE_PATCH};
 use crate::conditional::{self, preconditions, tagged};
 use crate::error::{Dialect, Failure, Problem};
 use crate::jsonapi::{self, JsonApiErrors, MEDIA_TYPE};
+use crate::object::Object;
 use crate::openapi::{NamespaceBody, PreferenceJson};
 use crate::{AppState, read, resource};
 
@@ -125,10 +126,9 @@ fn target(client_id: &str, req: &HttpRequest) -> Result<(Namespace, UserRef), Pr
     Ok((namespace, user))
 }
 
-fn object(preferences: Vec<Preference>) -> Value {
-    let members: Map<String, Value> =
-        preferences.into_iter().map(|p| (p.key.as_str().to_owned(), p.value.into_json())).collect();
-    Value::Object(members)
+/// The namespace as one JSON object.
+fn object(preferences: &[Preference]) -> Object<'_, &Value> {
+    Object::new(preferences, PreferenceValue::as_json)
 }
 
 /// A request body that must be a JSON object.
@@ -168,7 +168,7 @@ pub(crate) async fn get_all(
     let (namespace, user) = target(&path, &req)?;
     let preferences = state.service.namespace(&auth.actor, &user, &namespace).await?;
     let etag = ETag::of_namespace(&preferences);
-    Ok(conditional::read(&req, &etag, &object(preferences))?)
+    Ok(conditional::read(&req, &etag, &object(&preferences))?)
 }
 
 /// Replaces the whole namespace.
@@ -216,7 +216,7 @@ pub(crate) async fn patch(
     let patch = object_body(&state, &req, payload, MERGE_PATCH).await?;
     let after =
         state.service.merge_patch(&auth.actor, &user, &namespace, &patch, &preconditions(&req)).await?;
-    Ok(tagged(HttpResponse::Ok(), &ETag::of_namespace(&after)).json(object(after)))
+    Ok(tagged(HttpResponse::Ok(), &ETag::of_namespace(&after)).json(object(&after)))
 }
 
 /// Empties the namespace. An extension of PACE's API.

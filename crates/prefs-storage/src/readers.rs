@@ -57,10 +57,15 @@ impl quick_cache::Weighter<(i64, String), Weighed> for ByWeight {
     }
 }
 
+/// What a preference takes before its key's and value's heap memory: itself and its value's
+/// shared allocation (two counts and the value).
+const PREFERENCE_BYTES: u64 = (std::mem::size_of::<Preference>()
+    + 2 * std::mem::size_of::<usize>()
+    + std::mem::size_of::<Value>()) as u64;
+
 /// What a namespace weighs in a reader's cache: an estimate of the memory it takes.
 fn weight(preferences: &[Preference]) -> u64 {
-    let each = std::mem::size_of::<Preference>() as u64;
-    preferences.iter().map(|p| each + p.key.as_str().len() as u64 + heap(p.value.as_json())).sum()
+    preferences.iter().map(|p| PREFERENCE_BYTES + p.key.as_str().len() as u64 + heap(p.value.as_json())).sum()
 }
 
 /// An estimate of the heap memory a JSON value holds beyond its own (inline) size.
@@ -190,7 +195,7 @@ mod tests {
             updated_at: Utc::now(),
             version: 1,
         };
-        let each = std::mem::size_of::<Preference>() as u64;
+        let each = PREFERENCE_BYTES;
         assert_eq!(weight(&[]), 0);
         assert_eq!(weight(&[preference("on", json!(true))]), each + 2);
         assert_eq!(weight(&[preference("lang", json!("fr"))]), each + 4 + 2);
