@@ -61,8 +61,8 @@ pub enum KeyError {
     BadPublicKey,
 }
 
-/// How much memory [`Verifier`] spends remembering tokens it verified, estimated as in
-/// [`TokenWeight`].
+/// How much memory [`Verifier`] spends remembering tokens it verified (estimated: each token's
+/// text, what it grants, and a fixed overhead).
 pub const TOKEN_CACHE_BYTES: u64 = 8 * 1024 * 1024;
 
 /// Verifies bearer tokens, and remembers the tokens it verified (up to [`TOKEN_CACHE_BYTES`]),

@@ -5,8 +5,9 @@
 //! handing it to another thread and back. SQLite writes go to the [`Writer`] thread, which commits
 //! them in batches, so no read connection ever waits for the write lock.
 //!
-//! A PostgreSQL body runs where it is awaited, on a connection of its thread's own pool
-//! ([`PgPools`]). A [`Lease`] dropped before its body finished
+//! A PostgreSQL body runs where it is awaited: a read on one of its thread's shared read
+//! connections, which pipeline the reads, and a write transaction on a connection of its thread's
+//! own pool ([`PgPools`]). A [`Lease`] dropped before its body finished
 //! takes its connection out of the pool instead of returning it, since the connection may still
 //! be running a statement or sit inside an open transaction. Closing it rolls that transaction
 //! back.
@@ -41,11 +42,21 @@ pub(crate) enum Pools {
     Postgres(Arc<PgPools>),
 }
 
-/// PostgreSQL: one pool per thread that uses the store (each actix worker). A connection's
-/// driver task runs on the runtime that opened it, so a query never leaves its worker's thread,
-/// and a worker that stops (at shutdown) takes only its own connections with it.
+/// How many read connections each thread keeps on PostgreSQL, at most.
+pub(crate) const READERS: usize = 2;
+
+/// PostgreSQL: one pool per thread that uses the store (each actix worker) for the write
+/// transactions, and up to [`READERS`] read connections per thread that its reads share.
+/// tokio-postgres pipelines the reads sent on one connection (it sends each without waiting for
+/// the answers before it), so many reads cost PostgreSQL one wake-up and prefs no pool checkout;
+/// a second connection is opened when the first is busy, so that one slow read does not hold
+/// every other read back. A connection's driver task runs on the runtime that opened it, so a
+/// query never leaves its worker's thread, and a worker that stops (at shutdown) takes only its
+/// own connections with it.
 pub(crate) struct PgPools {
     pools: ThreadLocal<Pool<AsyncPgConnection>>,
+    /// Each thread's read connection, shared by all the thread's reads at once.
+    readers: ThreadLocal<tokio::sync::Mutex<Vec<Arc<AsyncPgConnection>>>>,
     url: String,
     size: usize,
     setup_sql: String,
@@ -54,7 +65,36 @@ pub(crate) struct PgPools {
 impl PgPools {
     /// Pools of `size` connections to `url`, each running `setup_sql` when it is made.
     pub(crate) fn new(url: &str, size: usize, setup_sql: String) -> Self {
-        Self { pools: ThreadLocal::new(), url: url.to_owned(), size, setup_sql }
+        Self { pools: ThreadLocal::new(), readers: ThreadLocal::new(), url: url.to_owned(), size, setup_sql }
+    }
+
+    /// A read connection of this thread: the one with the fewest reads under way, or a new one
+    /// (opened within `wait`) when each has some and fewer than [`READERS`] are open.
+    pub(crate) async fn reader(&self, wait: Duration) -> Result<Arc<AsyncPgConnection>, Failure> {
+        let timed_out = |_| Failure::TimedOut(CheckoutTimeout(wait));
+        let deadline = tokio::time::Instant::now() + wait;
+        let mut readers = tokio::time::timeout_at(deadline, self.readers.get_or_default().lock())
+            .await
+            .map_err(timed_out)?;
+        // Each reader is held by the list and by every read under way on it.
+        if let Some(idlest) = readers.iter().min_by_key(|conn| Arc::strong_count(conn))
+            && (Arc::strong_count(idlest) == 1 || readers.len() >= READERS)
+        {
+            return Ok(idlest.clone());
+        }
+        let conn: AsyncPgConnection = tokio::time::timeout_at(deadline, open(&self.url, &self.setup_sql))
+            .await
+            .map_err(timed_out)??;
+        let conn = Arc::new(conn);
+        readers.push(conn.clone());
+        Ok(conn)
+    }
+
+    /// Stops handing out `conn`, on which a read failed.
+    pub(crate) async fn retire(&self, conn: &Arc<AsyncPgConnection>) {
+        if let Some(readers) = self.readers.get() {
+            readers.lock().await.retain(|reader| !Arc::ptr_eq(reader, conn));
+        }
     }
 
     /// This thread's pool.
@@ -80,10 +120,15 @@ impl PgPools {
             .build()
     }
 
-    /// The pools' figures, added up.
+    /// The pools' figures and the read connections, added up (a read connection is never
+    /// waited for: reads share it).
     pub(crate) fn status(&self) -> deadpool::Status {
-        let zero = deadpool::Status { max_size: 0, size: 0, available: 0, waiting: 0 };
-        self.pools.iter().map(Pool::status).fold(zero, |all, one| deadpool::Status {
+        let (threads, open) = self.readers.iter().fold((0, 0), |(threads, open), readers| {
+            (threads + 1, open + readers.try_lock().map_or(READERS, |readers| readers.len()))
+        });
+        let readers =
+            deadpool::Status { max_size: threads * READERS, size: open, available: open, waiting: 0 };
+        self.pools.iter().map(Pool::status).fold(readers, |all, one| deadpool::Status {
             max_size: all.max_size + one.max_size,
             size: all.size + one.size,
             available: all.available + one.available,
@@ -176,7 +221,9 @@ pub(crate) async fn finish<C: AsyncConnection, T>(
 /// returning `Result<T, Failure>` (so `?` and `return` work inside), and the macro evaluates to
 /// `prefs_domain::Result<T>`.
 ///
-/// `with_conn!(store, |conn| body)` reads: on SQLite inline, on this thread's read connection.
+/// `with_conn!(store, |conn| body)` reads: on SQLite inline, on this thread's read connection; on
+/// PostgreSQL on a shared read connection ([`PgPools::reader`]), as `&mut &AsyncPgConnection`
+/// (which cannot begin a transaction), tried once more on another if it fails.
 /// `with_conn!(store, cached(user, namespace) |conn| body)` reads one namespace: on SQLite from
 /// this thread's cache when the database has not changed since ([`Readers::cached`]).
 ///
@@ -219,7 +266,7 @@ macro_rules! with_conn {
                 $crate::sqlite::inline($crate::pool::body(async { $body }))?
             }),
             $crate::pool::Pools::Postgres(pools) => {
-                $crate::pool::with_conn!(@postgres pools, store.pool_wait, |$conn| $body)
+                $crate::pool::with_conn!(@postgres_read pools, store.pool_wait, |$conn| $body)
             }
         };
         out.map_err(::prefs_domain::Error::from)
@@ -231,11 +278,34 @@ macro_rules! with_conn {
                 readers.run(|$conn| $crate::sqlite::inline($crate::pool::body(async { $body }))?)
             }
             $crate::pool::Pools::Postgres(pools) => {
-                $crate::pool::with_conn!(@postgres pools, store.pool_wait, |$conn| $body)
+                $crate::pool::with_conn!(@postgres_read pools, store.pool_wait, |$conn| $body)
             }
         };
         out.map_err(::prefs_domain::Error::from)
     }};
+    (@postgres_read $pools:expr, $wait:expr, |$conn:ident| $body:expr) => {
+        $crate::pool::body(async {
+            // A read that failed is tried once more on another connection (reads change nothing):
+            // the server may have closed the first one (a restart, an idle timeout).
+            let mut tried = false;
+            loop {
+                let shared = $pools.reader($wait).await?;
+                let out = $crate::pool::body(async {
+                    let $conn = &mut &*shared;
+                    $body
+                })
+                .await;
+                if let Err($crate::error::Failure::Query(_)) = &out {
+                    $pools.retire(&shared).await;
+                    if !std::mem::replace(&mut tried, true) {
+                        continue;
+                    }
+                }
+                break out;
+            }
+        })
+        .await
+    };
     (@postgres $pools:expr, $wait:expr, |$conn:ident| $body:expr) => {
         $crate::pool::body(async {
             let mut lease = $crate::pool::Lease::checkout($pools.here()?, $wait).await?;

@@ -96,6 +96,24 @@ impl Scratch {
     }
 }
 
+impl Scratch {
+    /// Closes, from the server's side, every connection to this database (PostgreSQL: as a
+    /// restart or an idle timeout would); nothing on SQLite.
+    ///
+    /// # Panics
+    /// When the server cannot be asked.
+    pub async fn disconnect_everyone(&self) {
+        if let Keep::Database { admin_url, name } = &self.keep {
+            let mut admin = AsyncPgConnection::establish(admin_url).await.expect("connect to the server");
+            let sql = format!(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+                 WHERE datname = '{name}' AND pid <> pg_backend_pid()"
+            );
+            admin.batch_execute(&sql).await.expect("terminate the database's connections");
+        }
+    }
+}
+
 impl Drop for Scratch {
     fn drop(&mut self) {
         if let Keep::Database { admin_url, name } = &self.keep {

@@ -94,6 +94,8 @@ contract! {
     tokio::test => json_values_round_trip_exactly,
     tokio::test => migrations_run_twice_are_a_no_op,
     tokio::test => ping_answers,
+    tokio::test => reads_go_on_after_the_server_closed_the_connections,
+    tokio::test => concurrent_reads_share_two_connections,
     tokio::test => waiting_for_a_busy_store_is_bounded,
     tokio::test => waiting_for_another_writer_is_bounded_and_reads_go_on,
     tokio::test => a_cancelled_modify_leaves_the_store_usable,
@@ -631,6 +633,38 @@ async fn migrations_run_twice_are_a_no_op(fx: Fixture) {
 async fn ping_answers(fx: Fixture) {
     fx.store.ping().await.unwrap();
     assert_eq!(fx.store.backend(), fx.scratch.backend());
+}
+
+/// A read on a connection the server closed (a restart, an idle timeout) is tried again on a
+/// new one: the first read after it succeeds.
+async fn reads_go_on_after_the_server_closed_the_connections(fx: Fixture) {
+    let alice = user(&fx.store, "alice").await;
+    let a = put(&fx.store, &alice, &GLOBAL, "a", json!(1)).await;
+    for _ in 0..3 {
+        assert_eq!(fx.store.namespace(alice.id, &GLOBAL).await.unwrap(), vec![a.clone()]);
+        fx.scratch.disconnect_everyone().await;
+        assert_eq!(fx.store.preference(alice.id, &GLOBAL, &key("a")).await.unwrap(), Some(a.clone()));
+        fx.store.ping().await.unwrap();
+    }
+}
+
+/// Reads under way at once on one thread share its read connections (PostgreSQL pipelines them
+/// on at most two; SQLite reads on the thread's one), and each gets its own answer.
+async fn concurrent_reads_share_two_connections(fx: Fixture) {
+    let reader = fx.impatient_store(8).await;
+    let mut users = Vec::new();
+    for i in 0..16 {
+        let user = user(&fx.store, &format!("user{i}")).await;
+        let written = put(&fx.store, &user, &GLOBAL, "k", json!(i)).await;
+        users.push((user, written));
+    }
+    let reads = users.iter().cycle().take(64).map(|(user, _)| reader.namespace(user.id, &GLOBAL));
+    let found = futures_util::future::join_all(reads).await;
+    for ((_, written), found) in users.iter().cycle().zip(found) {
+        assert_eq!(found.unwrap(), vec![written.clone()]);
+    }
+    let status = reader.pool_status();
+    assert!(status.size <= 2 && status.max_size <= 2, "{status:?}");
 }
 
 /// A write behind a stuck one (holding PostgreSQL's only pooled connection, or SQLite's writer)
