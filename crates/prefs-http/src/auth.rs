@@ -62,8 +62,8 @@ pub enum KeyError {
 }
 
 /// How much memory [`Verifier`] spends remembering tokens it verified (estimated: each token's
-/// text, what it grants, and a fixed overhead).
-pub const TOKEN_CACHE_BYTES: u64 = 8 * 1024 * 1024;
+/// text, what it grants, and their allocations).
+pub const TOKEN_CACHE_BYTES: u64 = 4 * 1024 * 1024;
 
 /// Verifies bearer tokens, and remembers the tokens it verified (up to [`TOKEN_CACHE_BYTES`]),
 /// so that a client sending the same token again costs a lookup instead of a signature check.
@@ -105,15 +105,19 @@ struct TokenWeight;
 
 impl quick_cache::Weighter<String, Verified> for TokenWeight {
     fn weight(&self, token: &String, verified: &Verified) -> u64 {
-        /// The entry, the principal and their allocations, beyond the strings' bytes.
-        const OVERHEAD: usize = 256;
+        /// The entry itself, and what the allocator and the cache's table add to it.
+        const ENTRY: usize = std::mem::size_of::<(String, Verified)>() + 64;
+        /// A B-tree leaf, which holds up to 11 scopes.
+        const SCOPES: usize = 288;
         let principal = &verified.principal;
         let strings = token.len()
             + principal.subject.len()
             + principal.username.as_str().len()
-            + principal.scopes.iter().map(|scope| scope.len() + 32).sum::<usize>()
+            + principal.scopes.iter().map(|scope| scope.len() + 16).sum::<usize>()
             + principal.client_id.as_ref().map_or(0, |client| client.as_str().len());
-        (strings + OVERHEAD) as u64
+        let scopes =
+            if principal.scopes.is_empty() { 0 } else { SCOPES * principal.scopes.len().div_ceil(11) };
+        (ENTRY + strings + scopes) as u64
     }
 }
 
@@ -148,8 +152,8 @@ impl Verifier {
             Some(audience) => validation.set_audience(&[audience]),
             None => validation.validate_aud = false,
         }
-        // About 700 bytes a token (TokenWeight) of the usual size.
-        let tokens = usize::try_from(TOKEN_CACHE_BYTES / 700).unwrap_or(usize::MAX);
+        // About 1 KiB a token (TokenWeight) of the usual size.
+        let tokens = usize::try_from(TOKEN_CACHE_BYTES / 1024).unwrap_or(usize::MAX);
         let verified = quick_cache::sync::Cache::with_weighter(tokens, TOKEN_CACHE_BYTES, TokenWeight);
         Ok(Self { key, validation, verified })
     }

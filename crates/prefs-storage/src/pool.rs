@@ -224,8 +224,9 @@ pub(crate) async fn finish<C: AsyncConnection, T>(
 /// `with_conn!(store, |conn| body)` reads: on SQLite inline, on this thread's read connection; on
 /// PostgreSQL on a shared read connection ([`PgPools::reader`]), as `&mut &AsyncPgConnection`
 /// (which cannot begin a transaction), tried once more on another if it fails.
-/// `with_conn!(store, cached(user, namespace) |conn| body)` reads one namespace: on SQLite from
-/// this thread's cache when the database has not changed since ([`Readers::cached`]).
+/// `with_conn!(store, cached(read) |conn| body)` reads preferences of one namespace
+/// ([`Read`](crate::readers::Read)): on SQLite from this thread's cache when the database has not
+/// changed since ([`Readers::cached`]); `read` is evaluated on SQLite only.
 ///
 /// `with_conn!(store, transaction |conn| body)` runs the body in a write transaction, committed if
 /// it returns `Ok` and rolled back otherwise: on SQLite through the [`Writer`], on PostgreSQL in a
@@ -259,10 +260,10 @@ macro_rules! with_conn {
         };
         out.map_err(::prefs_domain::Error::from)
     }};
-    ($store:expr, cached($user:expr, $namespace:expr) |$conn:ident| $body:expr) => {{
+    ($store:expr, cached($read:expr) |$conn:ident| $body:expr) => {{
         let store = &$store;
         let out = match &store.pools {
-            $crate::pool::Pools::Sqlite { readers, .. } => readers.cached($user, $namespace, |$conn| {
+            $crate::pool::Pools::Sqlite { readers, .. } => readers.cached($read, |$conn| {
                 $crate::sqlite::inline($crate::pool::body(async { $body }))?
             }),
             $crate::pool::Pools::Postgres(pools) => {

@@ -39,10 +39,21 @@ struct Reader {
     conn: SqliteConn,
     /// The `data_version` the cached namespaces were read at.
     version: i64,
-    namespaces: Option<quick_cache::unsync::Cache<(i64, String), Weighed, ByWeight>>,
+    namespaces: Option<quick_cache::unsync::Cache<Read, Weighed, ByWeight>>,
 }
 
-/// A cached namespace and its [`weight`].
+/// A read a reader remembers the answer to: a user's whole namespace, or one preference of it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) enum Read {
+    /// Every preference of user `.0` in namespace `.1`.
+    Namespace(i64, String),
+    /// User `.0`'s preference of key `.2` in namespace `.1`, if any.
+    Key(i64, String, String),
+    /// User `.0`'s preference of id `.2` in namespace `.1`, if any.
+    Id(i64, String, i64),
+}
+
+/// A cached answer and its [`weight`].
 struct Weighed {
     preferences: Vec<Preference>,
     weight: u64,
@@ -51,8 +62,8 @@ struct Weighed {
 /// Weighs a cached namespace by its [`weight`], computed once, when it is cached.
 struct ByWeight;
 
-impl quick_cache::Weighter<(i64, String), Weighed> for ByWeight {
-    fn weight(&self, _: &(i64, String), value: &Weighed) -> u64 {
+impl quick_cache::Weighter<Read, Weighed> for ByWeight {
+    fn weight(&self, _: &Read, value: &Weighed) -> u64 {
         value.weight
     }
 }
@@ -115,12 +126,11 @@ impl Readers {
         self.with_reader(|reader| work(&mut reader.conn))
     }
 
-    /// The preferences of user `user` in `namespace` as `load` reads them, or as this thread
-    /// read them last if the database has not changed since.
+    /// The preferences `read` finds, as `load` reads them, or as this thread read them last if
+    /// the database has not changed since.
     pub(crate) fn cached(
         &self,
-        user: i64,
-        namespace: &str,
+        read: Read,
         load: impl FnOnce(&mut SqliteConn) -> Result<Vec<Preference>, Failure>,
     ) -> Result<Vec<Preference>, Failure> {
         self.with_reader(|reader| {
@@ -131,13 +141,12 @@ impl Readers {
                 namespaces.clear();
                 reader.version = version;
             }
-            let key = (user, namespace.to_owned());
-            if let Some(found) = namespaces.get(&key) {
+            if let Some(found) = namespaces.get(&read) {
                 return Ok(found.preferences.clone());
             }
             // Read after the version: what it reads is at least as new, never older.
             let found = load(&mut reader.conn)?;
-            namespaces.insert(key, Weighed { weight: weight(&found), preferences: found.clone() });
+            namespaces.insert(read, Weighed { weight: weight(&found), preferences: found.clone() });
             Ok(found)
         })
     }

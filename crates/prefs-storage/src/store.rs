@@ -22,7 +22,7 @@ use crate::PoolStatus;
 use crate::config::{Backend, StoreConfig};
 use crate::error::{Failure, StorageError, username_conflict};
 use crate::pool::{self, Lease, PgPools, Pools, with_conn};
-use crate::readers::Readers;
+use crate::readers::{Read, Readers};
 use crate::rows::{
     NewPreference, NewUser, PreferenceRow, UserRow, namespace_from, now_micros, preferences_from,
     stored_value,
@@ -231,6 +231,30 @@ macro_rules! known_user {
     };
 }
 
+/// One preference of user `$user` in `$namespace`, found by `$filter` (remembered on SQLite as
+/// the [`Read`] `$read()` makes); [`Error::UserNotFound`] when there is none and the user does not
+/// exist.
+macro_rules! point_read {
+    ($store:expr, $read:expr, $user:expr, $namespace:expr, $filter:expr) => {{
+        let found = with_conn!(
+            $store,
+            cached($read()) | conn | {
+                let row: Option<PreferenceRow> = in_namespace($user, $namespace)
+                    .filter($filter)
+                    .select(PreferenceRow::as_select())
+                    .get_result(conn)
+                    .await
+                    .optional()?;
+                if row.is_none() {
+                    known_user!(conn, $user);
+                }
+                Ok(row.map(Preference::try_from).transpose()?.into_iter().collect::<Vec<_>>())
+            }
+        );
+        $store.noticing(found.map(|found| found.into_iter().next()))
+    }};
+}
+
 /// Puts `written` in place of the preference with its id, or adds it.
 fn keep(after: &mut Vec<Preference>, written: Preference) {
     match after.iter_mut().find(|p| p.id == written.id) {
@@ -315,7 +339,7 @@ impl PreferenceStore for DieselStore {
     async fn namespace(&self, user: UserId, namespace: &Namespace) -> Result<Vec<Preference>> {
         let found = with_conn!(
             self,
-            cached(user.0, namespace.as_str()) | conn | {
+            cached(Read::Namespace(user.0, namespace.as_str().to_owned())) | conn | {
                 let rows = in_namespace(user.0, namespace.as_str())
                     .select(PreferenceRow::as_select())
                     .load(conn)
@@ -335,19 +359,8 @@ impl PreferenceStore for DieselStore {
         namespace: &Namespace,
         key: &PreferenceKey,
     ) -> Result<Option<Preference>> {
-        let found = with_conn!(self, |conn| {
-            let row: Option<PreferenceRow> = in_namespace(user.0, namespace.as_str())
-                .filter(preferences::key.eq(key.as_str()))
-                .select(PreferenceRow::as_select())
-                .get_result(conn)
-                .await
-                .optional()?;
-            if row.is_none() {
-                known_user!(conn, user.0);
-            }
-            Ok(row.map(Preference::try_from).transpose()?)
-        });
-        self.noticing(found)
+        let read = || Read::Key(user.0, namespace.as_str().to_owned(), key.as_str().to_owned());
+        point_read!(self, read, user.0, namespace.as_str(), preferences::key.eq(key.as_str()))
     }
 
     async fn preference_by_id(
@@ -356,19 +369,8 @@ impl PreferenceStore for DieselStore {
         namespace: &Namespace,
         id: PreferenceId,
     ) -> Result<Option<Preference>> {
-        let found = with_conn!(self, |conn| {
-            let row: Option<PreferenceRow> = in_namespace(user.0, namespace.as_str())
-                .filter(preferences::id.eq(id.0))
-                .select(PreferenceRow::as_select())
-                .get_result(conn)
-                .await
-                .optional()?;
-            if row.is_none() {
-                known_user!(conn, user.0);
-            }
-            Ok(row.map(Preference::try_from).transpose()?)
-        });
-        self.noticing(found)
+        let read = || Read::Id(user.0, namespace.as_str().to_owned(), id.0);
+        point_read!(self, read, user.0, namespace.as_str(), preferences::id.eq(id.0))
     }
 
     async fn all_preferences(&self, user: UserId) -> Result<Vec<Preference>> {

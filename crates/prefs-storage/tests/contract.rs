@@ -513,13 +513,30 @@ async fn writes_through_another_instance_are_read_at_once(fx: Fixture) {
     let lang = |preferences: Vec<Preference>| -> Vec<(String, Value)> {
         preferences.into_iter().map(|p| (p.key.as_str().to_owned(), p.value.as_json().clone())).collect()
     };
-    put(&fx.store, &alice, &GLOBAL, "lang", json!("en")).await;
+    let id = put(&fx.store, &alice, &GLOBAL, "lang", json!("en")).await.id;
+    let one = |found: Option<Preference>| found.map(|p| p.value.as_json().clone());
     for round in 0..3 {
+        // Each kind of read, twice (the second may come from a cache), then a write elsewhere.
         let before = fx.store.namespace(alice.id, &GLOBAL).await.unwrap();
         assert_eq!(before, fx.store.namespace(alice.id, &GLOBAL).await.unwrap());
+        let by_key = fx.store.preference(alice.id, &GLOBAL, &key("lang")).await.unwrap();
+        assert_eq!(by_key, fx.store.preference(alice.id, &GLOBAL, &key("lang")).await.unwrap());
+        let by_id = fx.store.preference_by_id(alice.id, &GLOBAL, id).await.unwrap();
+        assert_eq!(by_id, fx.store.preference_by_id(alice.id, &GLOBAL, id).await.unwrap());
+        assert_eq!(fx.store.preference(alice.id, &GLOBAL, &key("new")).await.unwrap(), None);
         put(&other, &alice, &GLOBAL, "lang", json!(round)).await;
+        put(&other, &alice, &GLOBAL, "new", json!(round)).await;
         let after = lang(fx.store.namespace(alice.id, &GLOBAL).await.unwrap());
-        assert_eq!(after, [("lang".to_owned(), json!(round))]);
+        assert_eq!(after, [("lang".to_owned(), json!(round)), ("new".to_owned(), json!(round))]);
+        let by_key = fx.store.preference(alice.id, &GLOBAL, &key("lang")).await.unwrap();
+        assert_eq!(one(by_key), Some(json!(round)));
+        let by_id = fx.store.preference_by_id(alice.id, &GLOBAL, id).await.unwrap();
+        assert_eq!(one(by_id), Some(json!(round)));
+        assert_eq!(
+            one(fx.store.preference(alice.id, &GLOBAL, &key("new")).await.unwrap()),
+            Some(json!(round))
+        );
+        apply(&other, &alice, &GLOBAL, vec![Change::Delete { key: key("new") }]).await.unwrap();
     }
     // Its own writes too, and every namespace apart.
     put(&fx.store, &alice, &GLOBAL, "lang", json!("mine")).await;
