@@ -55,7 +55,7 @@ pub(crate) const READERS: usize = 2;
 /// own connections with it.
 pub(crate) struct PgPools {
     pools: ThreadLocal<Pool<AsyncPgConnection>>,
-    /// Each thread's read connection, shared by all the thread's reads at once.
+    /// Each thread's read connections (up to [`READERS`]), shared by all the thread's reads.
     readers: ThreadLocal<tokio::sync::Mutex<Vec<Arc<AsyncPgConnection>>>>,
     url: String,
     size: usize,
