@@ -94,14 +94,14 @@ pub struct StoreConfig {
     /// `postgres://…` / `postgresql://…`, or for SQLite `sqlite://path`, a `file:` URI or a plain
     /// path.
     pub database_url: String,
-    /// The most PostgreSQL connections held at once by each thread that uses the store
-    /// (`PREFS_DB_POOL_SIZE`; each actix worker has its own pool). SQLite needs no pool: each
-    /// thread reads over a connection of its own, and one writer thread writes.
+    /// The most PostgreSQL connections held at once for writes by each thread that uses the store
+    /// (`PREFS_DB_POOL_SIZE`; each actix worker has its own pool); its reads share up to 2 more.
+    /// SQLite needs no pool: each thread reads over a connection of its own, and one writer
+    /// thread writes.
     pub pool_size: usize,
     /// The longest an operation waits for a connection (a free slot, a new connection or the
     /// check of a pooled one), for the SQLite writer to start it, and for a lock held by another
-    /// writer (SQLite `busy_timeout`,
-    /// PostgreSQL `lock_timeout`); past it the operation is
+    /// writer (SQLite `busy_timeout`, PostgreSQL `lock_timeout`); past it the operation is
     /// [`Unavailable`](prefs_domain::Error::Unavailable).
     pub pool_wait: Duration,
     /// SQLite durability; ignored for PostgreSQL.
@@ -114,10 +114,10 @@ pub struct StoreConfig {
     /// SQLite: about how much memory each worker thread spends remembering the namespaces, and
     /// the single preferences (by key or id), it read (`PREFS_NAMESPACE_CACHE_BYTES`, an estimate
     /// from the size of the preferences and of their parsed values), so that reading one again
-    /// needs only `PRAGMA data_version`; 0 turns the
-    /// cache off. Any commit to the database, by this process or another, empties every thread's
-    /// cache before its next read, so it never answers with a value older than an acknowledged
-    /// write. Ignored for PostgreSQL, which has no such cheap check.
+    /// needs only `PRAGMA data_version`; 0 turns the cache off. Any commit to the database, by this
+    /// process or another, empties every thread's cache before its next read, so it never answers
+    /// with a value older than an acknowledged write. Ignored for PostgreSQL, which has no such
+    /// cheap check.
     pub namespace_cache_bytes: u64,
 }
 

@@ -27,8 +27,9 @@
 //! [`Error::Unavailable`](prefs_domain::Error::Unavailable).
 //!
 //! Users are remembered by token subject ([`StoreConfig::user_cache`]). SQLite readers remember
-//! the namespaces they read until the next commit to the database, by anyone
-//! ([`StoreConfig::namespace_cache_bytes`]); PostgreSQL caches no preferences.
+//! the namespaces and single preferences they read until the next commit to the database, by
+//! anyone ([`StoreConfig::namespace_cache_bytes`]); PostgreSQL caches no preferences, and its
+//! reads share up to two connections per thread, which pipeline them.
 //!
 //! The `testing` feature adds `prefs_storage::testing`: fresh scratch databases for this crate's
 //! contract suite (`tests/contract.rs`) and for other crates' tests.

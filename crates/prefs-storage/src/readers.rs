@@ -163,7 +163,8 @@ impl Readers {
                 let conn = inline(open(&self.url, &self.setup_sql))??;
                 self.open.fetch_add(1, Ordering::Relaxed);
                 let namespaces = (self.cache > 0).then(|| {
-                    // About 2 KiB a namespace: 10 preferences of short values.
+                    // About 2 KiB an answer: a namespace of 10 short values (single
+                    // preferences weigh less; the weight, not this count, bounds the cache).
                     let items = usize::try_from(self.cache / 2048).unwrap_or(usize::MAX).max(1);
                     quick_cache::unsync::Cache::with_weighter(items, self.cache, ByWeight)
                 });

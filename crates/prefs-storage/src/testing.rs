@@ -94,9 +94,7 @@ impl Scratch {
         store.migrate().await.expect("migrate the scratch database");
         store
     }
-}
 
-impl Scratch {
     /// Closes, from the server's side, every connection to this database (PostgreSQL: as a
     /// restart or an idle timeout would); nothing on SQLite.
     ///

@@ -128,7 +128,8 @@ pub struct DatabaseArgs {
     /// `sqlite://FILE` (embedded, the default) or `postgres://USER:PASSWORD@HOST:PORT/DB`.
     #[arg(long, env = "DATABASE_URL", default_value = "sqlite://prefs.db", hide_env_values = true)]
     pub database_url: String,
-    /// PostgreSQL connections per worker thread (SQLite: one per worker thread and the writer).
+    /// PostgreSQL connections for writes per worker thread; reads share up to 2 more per worker
+    /// thread (SQLite: one connection per worker thread and the writer).
     #[arg(long, env = "PREFS_DB_POOL_SIZE", default_value_t = 8)]
     pub pool_size: usize,
     /// How long a request waits for a connection, the SQLite writer or a lock before it gets 503
@@ -141,8 +142,8 @@ pub struct DatabaseArgs {
     /// Users remembered by subject, so a token resolves without a query; 0 turns it off.
     #[arg(long, env = "PREFS_USER_CACHE", default_value_t = StoreConfig::DEFAULT_USER_CACHE)]
     pub user_cache: usize,
-    /// SQLite: memory (bytes, estimated) each worker thread spends remembering the namespaces it
-    /// read, until the next commit; 0 turns it off.
+    /// SQLite: memory (bytes, estimated) each worker thread spends remembering the namespaces and
+    /// single preferences it read, until the next commit; 0 turns it off.
     #[arg(long, env = "PREFS_NAMESPACE_CACHE_BYTES", default_value_t = StoreConfig::DEFAULT_NAMESPACE_CACHE_BYTES)]
     pub namespace_cache_bytes: u64,
 }
