@@ -222,13 +222,16 @@ impl fmt::Debug for DieselStore {
     }
 }
 
-/// Inside a `with_conn!` body: returns [`Error::UserNotFound`] unless user `$user` exists.
-macro_rules! known_user {
-    ($conn:expr, $user:expr) => {
-        if !user_exists($user).get_result::<bool>($conn).await? {
+/// Inside a `with_conn!` body: the rows of preferences `$query` selects, all of user `$user`;
+/// when there are none, [`Error::UserNotFound`] unless the user exists.
+macro_rules! rows_of_user {
+    ($conn:expr, $user:expr, $query:expr) => {{
+        let rows: Vec<PreferenceRow> = $query.select(PreferenceRow::as_select()).load($conn).await?;
+        if rows.is_empty() && !user_exists($user).get_result::<bool>($conn).await? {
             return Err(Error::UserNotFound.into());
         }
-    };
+        rows
+    }};
 }
 
 /// One preference of user `$user` in `$namespace`, found by `$filter` (remembered on SQLite as
@@ -239,16 +242,8 @@ macro_rules! point_read {
         let found = with_conn!(
             $store,
             cached($read()) | conn | {
-                let row: Option<PreferenceRow> = in_namespace($user, $namespace)
-                    .filter($filter)
-                    .select(PreferenceRow::as_select())
-                    .get_result(conn)
-                    .await
-                    .optional()?;
-                if row.is_none() {
-                    known_user!(conn, $user);
-                }
-                Ok(row.map(Preference::try_from).transpose()?.into_iter().collect::<Vec<_>>())
+                let rows = rows_of_user!(conn, $user, in_namespace($user, $namespace).filter($filter));
+                Ok(preferences_from(rows)?)
             }
         );
         $store.noticing(found.map(|found| found.into_iter().next()))
@@ -340,13 +335,7 @@ impl PreferenceStore for DieselStore {
         let found = with_conn!(
             self,
             cached(Read::Namespace(user.0, namespace.as_str().to_owned())) | conn | {
-                let rows = in_namespace(user.0, namespace.as_str())
-                    .select(PreferenceRow::as_select())
-                    .load(conn)
-                    .await?;
-                if rows.is_empty() {
-                    known_user!(conn, user.0);
-                }
+                let rows = rows_of_user!(conn, user.0, in_namespace(user.0, namespace.as_str()));
                 Ok(namespace_from(rows)?)
             }
         );
@@ -375,16 +364,10 @@ impl PreferenceStore for DieselStore {
 
     async fn all_preferences(&self, user: UserId) -> Result<Vec<Preference>> {
         let found = with_conn!(self, |conn| {
-            let rows = preferences::table
+            let all = preferences::table
                 .filter(preferences::user_id.eq(user.0))
-                .order((preferences::namespace, preferences::id))
-                .select(PreferenceRow::as_select())
-                .load(conn)
-                .await?;
-            if rows.is_empty() {
-                known_user!(conn, user.0);
-            }
-            Ok(preferences_from(rows)?)
+                .order((preferences::namespace, preferences::id));
+            Ok(preferences_from(rows_of_user!(conn, user.0, all))?)
         });
         self.noticing(found)
     }
