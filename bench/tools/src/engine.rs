@@ -5,7 +5,8 @@
 //! - `read`: the point select of one user's preferences in one namespace, every column of every
 //!   row copied out (prefs' `PreferenceStore::namespace` query).
 //! - `write`: the 3-key upsert transaction of a PATCH: SQLite `BEGIN IMMEDIATE`, PostgreSQL
-//!   `BEGIN` then `SELECT id FROM users WHERE id = $1 FOR UPDATE`, then three
+//!   `BEGIN` then `UPDATE users SET version = version + 1 WHERE id = $1` (prefs' lock of the
+//!   user, which also moves the version its readers check), then three
 //!   `INSERT … ON CONFLICT (user_id, namespace, key) DO UPDATE`, then `COMMIT`.
 //!
 //! SQLite connections get prefs' PRAGMAs (`busy_timeout = 5000`, WAL, `synchronous = FULL`,
@@ -250,7 +251,7 @@ async fn postgres_worker(
              FROM preferences WHERE user_id = $1 AND namespace = $2 ORDER BY id",
         )
         .await?;
-    let lock = client.prepare("SELECT id FROM users WHERE id = $1 FOR UPDATE").await?;
+    let lock = client.prepare("UPDATE users SET version = version + 1 WHERE id = $1").await?;
     let upsert = client
         .prepare(
             "INSERT INTO preferences (user_id, namespace, key, value, created_at, updated_at, version) \
@@ -292,7 +293,7 @@ async fn postgres_worker(
             Op::Write => {
                 async {
                     client.batch_execute("BEGIN").await?;
-                    client.query_opt(&lock, &[&user]).await?;
+                    client.execute(&lock, &[&user]).await?;
                     let now = crate::now_micros();
                     for (key, value) in PATCHED.iter().zip(&values) {
                         client.execute(&upsert, &[&user, &"global", key, value, &now]).await?;

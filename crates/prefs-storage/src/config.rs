@@ -111,13 +111,14 @@ pub struct StoreConfig {
     /// preferences, and a user removed through another instance is noticed on its next read or
     /// write (see [`DieselStore`](crate::DieselStore)).
     pub user_cache: usize,
-    /// SQLite: about how much memory each worker thread spends remembering the namespaces, and
-    /// the single preferences (by key or id), it read (`PREFS_NAMESPACE_CACHE_BYTES`, an estimate
-    /// from the size of the preferences and of their parsed values), so that reading one again
-    /// needs only `PRAGMA data_version`; 0 turns the cache off. Any commit to the database, by this
-    /// process or another, empties every thread's cache before its next read, so it never answers
-    /// with a value older than an acknowledged write. Ignored for PostgreSQL, which has no such
-    /// cheap check.
+    /// About how much memory each worker thread spends remembering the namespaces, and the single
+    /// preferences (by key or id), it read (`PREFS_NAMESPACE_CACHE_BYTES`, an estimate from the
+    /// size of the preferences and of their parsed values); 0 turns the cache off. Each answer is
+    /// remembered with what tells whether it is still right, checked on every read: on SQLite the
+    /// database's `PRAGMA data_version`, which any commit to it moves, by this process or another;
+    /// on PostgreSQL the user's version, which every write of the user's preferences moves, and
+    /// which the read's query returns. So the cache never answers with a value older than an
+    /// acknowledged write.
     pub namespace_cache_bytes: u64,
 }
 

@@ -8,6 +8,8 @@
 //! is [`Error::Internal`].
 
 use std::error::Error as StdError;
+use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use diesel::result::{ConnectionError, DatabaseErrorInformation, DatabaseErrorKind, Error as DieselError};
@@ -93,6 +95,43 @@ impl From<Failure> for Error {
             Failure::Query(error) => Error::Internal(error.into()),
             Failure::Checkout(error) if checkout_unavailable(&error) => Error::Unavailable(error.into()),
             Failure::Checkout(error) => Error::Internal(error.into()),
+        }
+    }
+}
+
+/// A failure that many operations share (the one query that answered many reads), told to each
+/// as an [`Error`] of its kind: [`Error::Unavailable`] or [`Error::Internal`], with its cause.
+#[derive(Debug, Clone)]
+pub(crate) struct Shared(Arc<Error>);
+
+impl Shared {
+    pub(crate) fn new(failure: Failure) -> Self {
+        Self(Arc::new(failure.into()))
+    }
+
+    /// The error for one of the operations.
+    pub(crate) fn error(&self) -> Error {
+        match *self.0 {
+            Error::Unavailable(_) => Error::Unavailable(Box::new(self.clone())),
+            _ => Error::Internal(Box::new(self.clone())),
+        }
+    }
+}
+
+impl fmt::Display for Shared {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &*self.0 {
+            Error::Unavailable(cause) | Error::Internal(cause) => cause.fmt(f),
+            other => other.fmt(f),
+        }
+    }
+}
+
+impl StdError for Shared {
+    fn source(&self) -> Option<&(dyn StdError + 'static)> {
+        match &*self.0 {
+            Error::Unavailable(cause) | Error::Internal(cause) => cause.source(),
+            _ => None,
         }
     }
 }

@@ -21,15 +21,16 @@
 //! writer of the user. On SQLite one
 //! writer thread per process runs them all and commits those queued meanwhile together (one
 //! `BEGIN IMMEDIATE … COMMIT`, each in a savepoint of its own; other processes queue on the busy
-//! timeout). On PostgreSQL each locks the user's row (`SELECT … FOR UPDATE`), on a connection of
-//! its worker thread's own pool, with its statements pipelined. Waiting for a connection, the
+//! timeout). On PostgreSQL each moves the user's row to its next `version` (an `UPDATE`, which
+//! locks it), on a connection of its worker thread's own pool, with its statements pipelined. Waiting for a connection, the
 //! writer or a lock is bounded by [`StoreConfig::pool_wait`], after which operations report
 //! [`Error::Unavailable`](prefs_domain::Error::Unavailable).
 //!
-//! Users are remembered by token subject ([`StoreConfig::user_cache`]). SQLite readers remember
-//! the namespaces and single preferences they read until the next commit to the database, by
-//! anyone ([`StoreConfig::namespace_cache_bytes`]); PostgreSQL caches no preferences, and its
-//! reads share up to two connections per thread, which pipeline them.
+//! Users are remembered by token subject ([`StoreConfig::user_cache`]). Each thread remembers the
+//! namespaces and single preferences it read ([`StoreConfig::namespace_cache_bytes`]), and uses
+//! them only while they are still right: on SQLite while nobody committed to the database since,
+//! on PostgreSQL while the user's `version` is the same. PostgreSQL reads under way together on a
+//! thread go in one query, which checks the versions and loads only what changed.
 //!
 //! The `testing` feature adds `prefs_storage::testing`: fresh scratch databases for this crate's
 //! contract suite (`tests/contract.rs`) and for other crates' tests.
@@ -37,6 +38,7 @@
 mod config;
 mod error;
 mod pool;
+mod read;
 mod readers;
 mod rows;
 mod schema;

@@ -6,8 +6,9 @@
 //! them in batches, so no read connection ever waits for the write lock.
 //!
 //! A PostgreSQL body runs where it is awaited: a read on one of its thread's shared read
-//! connections, which pipeline the reads, and a write transaction on a connection of its thread's
-//! own pool ([`PgPools`]). A [`Lease`] dropped before its body finished
+//! connections, which pipeline the reads (the reads of namespaces and single preferences go
+//! there together, [`batched`](crate::read::batched)), and a write transaction on a connection of
+//! its thread's own pool ([`PgPools`]). A [`Lease`] dropped before its body finished
 //! takes its connection out of the pool instead of returning it, since the connection may still
 //! be running a statement or sit inside an open transaction. Closing it rolls that transaction
 //! back.
@@ -25,6 +26,7 @@ use prefs_domain::Error;
 use thread_local::ThreadLocal;
 
 use crate::error::{CheckoutTimeout, Failure};
+use crate::read::Queue;
 use crate::readers::Readers;
 use crate::writer::Writer;
 
@@ -57,15 +59,29 @@ pub(crate) struct PgPools {
     pools: ThreadLocal<Pool<AsyncPgConnection>>,
     /// Each thread's read connections (up to [`READERS`]), shared by all the thread's reads.
     readers: ThreadLocal<tokio::sync::Mutex<Vec<Arc<AsyncPgConnection>>>>,
+    /// Each thread's reads waiting to be sent together, and the answers it remembers
+    /// ([`batched`](crate::read::batched)).
+    queues: ThreadLocal<Arc<std::sync::Mutex<Queue>>>,
+    /// How many bytes of answers each thread remembers.
+    remember: u64,
     url: String,
     size: usize,
     setup_sql: String,
 }
 
 impl PgPools {
-    /// Pools of `size` connections to `url`, each running `setup_sql` when it is made.
-    pub(crate) fn new(url: &str, size: usize, setup_sql: String) -> Self {
-        Self { pools: ThreadLocal::new(), readers: ThreadLocal::new(), url: url.to_owned(), size, setup_sql }
+    /// Pools of `size` connections to `url`, each running `setup_sql` when it is made; each
+    /// thread remembers answers up to `remember` bytes.
+    pub(crate) fn new(url: &str, size: usize, setup_sql: String, remember: u64) -> Self {
+        Self {
+            pools: ThreadLocal::new(),
+            readers: ThreadLocal::new(),
+            queues: ThreadLocal::new(),
+            remember,
+            url: url.to_owned(),
+            size,
+            setup_sql,
+        }
     }
 
     /// A read connection of this thread: the one with the fewest reads under way, or a new one
@@ -88,6 +104,11 @@ impl PgPools {
         let conn = Arc::new(conn);
         readers.push(conn.clone());
         Ok(conn)
+    }
+
+    /// This thread's queue of reads.
+    pub(crate) fn queue(&self) -> Arc<std::sync::Mutex<Queue>> {
+        self.queues.get_or(|| Arc::new(std::sync::Mutex::new(Queue::new(self.remember)))).clone()
     }
 
     /// Stops handing out `conn`, on which a read failed.
@@ -224,9 +245,6 @@ pub(crate) async fn finish<C: AsyncConnection, T>(
 /// `with_conn!(store, |conn| body)` reads: on SQLite inline, on this thread's read connection; on
 /// PostgreSQL on a shared read connection ([`PgPools::reader`]), as `&mut &AsyncPgConnection`
 /// (which cannot begin a transaction), tried once more on another if it fails.
-/// `with_conn!(store, cached(read) |conn| body)` reads preferences of one namespace
-/// ([`Read`](crate::readers::Read)): on SQLite from this thread's cache when the database has not
-/// changed since ([`Readers::cached`]); `read` is evaluated on SQLite only.
 ///
 /// `with_conn!(store, transaction |conn| body)` runs the body in a write transaction, committed if
 /// it returns `Ok` and rolled back otherwise: on SQLite through the [`Writer`], on PostgreSQL in a
@@ -256,18 +274,6 @@ macro_rules! with_conn {
                     .await;
                     $crate::pool::finish(conn, out).await
                 })
-            }
-        };
-        out.map_err(::prefs_domain::Error::from)
-    }};
-    ($store:expr, cached($read:expr) |$conn:ident| $body:expr) => {{
-        let store = &$store;
-        let out = match &store.pools {
-            $crate::pool::Pools::Sqlite { readers, .. } => readers.cached($read, |$conn| {
-                $crate::sqlite::inline($crate::pool::body(async { $body }))?
-            }),
-            $crate::pool::Pools::Postgres(pools) => {
-                $crate::pool::with_conn!(@postgres_read pools, store.pool_wait, |$conn| $body)
             }
         };
         out.map_err(::prefs_domain::Error::from)

@@ -12,6 +12,10 @@ diesel::table! {
         username -> Text,
         /// Microseconds since the Unix epoch (UTC).
         created_at -> BigInt,
+        /// On PostgreSQL, grows by one in every transaction that writes the user's preferences
+        /// (readers check the answers they remember against it); SQLite's readers go by
+        /// `PRAGMA data_version` instead, and leave it at 0.
+        version -> BigInt,
     }
 }
 

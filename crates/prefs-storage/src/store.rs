@@ -22,10 +22,10 @@ use crate::PoolStatus;
 use crate::config::{Backend, StoreConfig};
 use crate::error::{Failure, StorageError, username_conflict};
 use crate::pool::{self, Lease, PgPools, Pools, with_conn};
-use crate::readers::{Read, Readers};
+use crate::read::Read;
+use crate::readers::Readers;
 use crate::rows::{
-    NewPreference, NewUser, PreferenceRow, UserRow, namespace_from, now_micros, preferences_from,
-    stored_value,
+    NewPreference, NewUser, UserRow, namespace_from, now_micros, preferences_from, stored_value,
 };
 use crate::schema::{preferences, users};
 use crate::sqlite;
@@ -43,9 +43,9 @@ const MIGRATION_LOCK: i64 = 0x7072_6566_735f_6d69; // "prefs_mi"
 /// PostgreSQL, chosen by the database URL. Cloning is cheap and shares the connections.
 ///
 /// It remembers the users it provisions ([`StoreConfig::user_cache`]), so that
-/// [`UserStore::provision`] of a known subject and username needs no query. On SQLite each
-/// thread also remembers the namespaces and single preferences it read, until the next commit to
-/// the database ([`StoreConfig::namespace_cache_bytes`]). A remembered user stays right while it
+/// [`UserStore::provision`] of a known subject and username needs no query. Each thread also
+/// remembers the namespaces and single preferences it read, while they are still right
+/// ([`StoreConfig::namespace_cache_bytes`]). A remembered user stays right while it
 /// exists: ids are never reused, and a changed username misses the cache. A user removed meanwhile (by `prefs users remove` or another
 /// instance) is noticed by the next read or write for it, which answers
 /// [`Error::UserNotFound`] and forgets it; the service then provisions the subject again.
@@ -99,7 +99,12 @@ impl DieselStore {
             }
             Backend::Postgres => {
                 let setup = format!("SET lock_timeout = {wait_ms}");
-                Pools::Postgres(Arc::new(PgPools::new(url, config.pool_size, setup)))
+                Pools::Postgres(Arc::new(PgPools::new(
+                    url,
+                    config.pool_size,
+                    setup,
+                    config.namespace_cache_bytes,
+                )))
             }
         };
         let users = (config.user_cache > 0).then(|| Arc::new(Cache::new(config.user_cache)));
@@ -206,6 +211,19 @@ impl DieselStore {
         )
     }
 
+    /// The preferences `read` finds, ordered by id, or as this thread remembers them while they
+    /// are still right: on SQLite while the database has not changed, on PostgreSQL (in one query
+    /// with the other reads under way) while the user is at the same version.
+    async fn read(&self, read: Read) -> Result<Vec<Preference>> {
+        let found = match &self.pools {
+            Pools::Sqlite { readers, .. } => {
+                readers.cached(read, |conn, read| Ok(namespace_from(crate::read::load(conn, read)?)?))
+            }
+            Pools::Postgres(pools) => crate::read::batched(pools, read, self.pool_wait).await,
+        };
+        self.noticing(found.map_err(Error::from))
+    }
+
     fn forget_users(&self) {
         if let Some(users) = &self.users {
             users.clear();
@@ -226,29 +244,16 @@ impl fmt::Debug for DieselStore {
 /// when there are none, [`Error::UserNotFound`] unless the user exists.
 macro_rules! rows_of_user {
     ($conn:expr, $user:expr, $query:expr) => {{
-        let rows: Vec<PreferenceRow> = $query.select(PreferenceRow::as_select()).load($conn).await?;
-        if rows.is_empty() && !user_exists($user).get_result::<bool>($conn).await? {
-            return Err(Error::UserNotFound.into());
+        let rows: Vec<$crate::rows::PreferenceRow> =
+            $query.select($crate::rows::PreferenceRow::as_select()).load($conn).await?;
+        if rows.is_empty() && !$crate::store::user_exists($user).get_result::<bool>($conn).await? {
+            return Err(::prefs_domain::Error::UserNotFound.into());
         }
         rows
     }};
 }
 
-/// One preference of user `$user` in `$namespace`, found by `$filter` (remembered on SQLite as
-/// the [`Read`] `$read()` makes); [`Error::UserNotFound`] when there is none and the user does not
-/// exist.
-macro_rules! point_read {
-    ($store:expr, $read:expr, $user:expr, $namespace:expr, $filter:expr) => {{
-        let found = with_conn!(
-            $store,
-            cached($read()) | conn | {
-                let rows = rows_of_user!(conn, $user, in_namespace($user, $namespace).filter($filter));
-                Ok(preferences_from(rows)?)
-            }
-        );
-        $store.noticing(found.map(|found| found.into_iter().next()))
-    }};
-}
+pub(crate) use rows_of_user;
 
 /// Puts `written` in place of the preference with its id, or adds it.
 fn keep(after: &mut Vec<Preference>, written: Preference) {
@@ -332,14 +337,7 @@ impl UserStore for DieselStore {
 #[async_trait]
 impl PreferenceStore for DieselStore {
     async fn namespace(&self, user: UserId, namespace: &Namespace) -> Result<Vec<Preference>> {
-        let found = with_conn!(
-            self,
-            cached(Read::Namespace(user.0, namespace.as_str().to_owned())) | conn | {
-                let rows = rows_of_user!(conn, user.0, in_namespace(user.0, namespace.as_str()));
-                Ok(namespace_from(rows)?)
-            }
-        );
-        self.noticing(found)
+        self.read(Read::Namespace(user.0, namespace.as_str().to_owned())).await
     }
 
     async fn preference(
@@ -348,8 +346,8 @@ impl PreferenceStore for DieselStore {
         namespace: &Namespace,
         key: &PreferenceKey,
     ) -> Result<Option<Preference>> {
-        let read = || Read::Key(user.0, namespace.as_str().to_owned(), key.as_str().to_owned());
-        point_read!(self, read, user.0, namespace.as_str(), preferences::key.eq(key.as_str()))
+        let read = Read::Key(user.0, namespace.as_str().to_owned(), key.as_str().to_owned());
+        Ok(self.read(read).await?.into_iter().next())
     }
 
     async fn preference_by_id(
@@ -358,8 +356,7 @@ impl PreferenceStore for DieselStore {
         namespace: &Namespace,
         id: PreferenceId,
     ) -> Result<Option<Preference>> {
-        let read = || Read::Id(user.0, namespace.as_str().to_owned(), id.0);
-        point_read!(self, read, user.0, namespace.as_str(), preferences::id.eq(id.0))
+        Ok(self.read(Read::Id(user.0, namespace.as_str().to_owned(), id.0)).await?.into_iter().next())
     }
 
     async fn all_preferences(&self, user: UserId) -> Result<Vec<Preference>> {

@@ -14,7 +14,7 @@ use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use futures_util::future::{BoxFuture, FutureExt, join, join_all};
 
 use crate::rows::{NewPreference, PreferenceRow};
-use crate::schema::{preferences, users};
+use crate::schema::preferences;
 use crate::sqlite::SqliteConn;
 use crate::store::{in_namespace, user_exists};
 
@@ -48,6 +48,19 @@ pub(crate) trait Transaction: AsyncConnection {
         now: i64,
         statements: &[Statement<'_>],
     ) -> QueryResult<Vec<Option<PreferenceRow>>>;
+}
+
+/// `UPDATE users SET version = version + 1 WHERE id = $1`: moves a user to its next version, as
+/// one fixed statement that PostgreSQL prepares once per connection (diesel's `UPDATE` DSL is
+/// parsed again by the server on every run).
+#[derive(QueryId)]
+struct NextVersion(i64);
+
+impl QueryFragment<diesel::pg::Pg> for NextVersion {
+    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, diesel::pg::Pg>) -> QueryResult<()> {
+        out.push_sql("UPDATE users SET version = version + 1 WHERE id = ");
+        out.push_bind_param::<BigInt, _>(&self.0)
+    }
 }
 
 /// The namespace's preferences, unordered.
@@ -135,7 +148,9 @@ impl Query for Upsert<'_> {
 }
 
 impl Transaction for SqliteConn {
-    /// The database-wide write lock is already held (`BEGIN IMMEDIATE`).
+    /// The database-wide write lock is already held (`BEGIN IMMEDIATE`). The user's `version`
+    /// stays: SQLite's readers go by `PRAGMA data_version`, and a write of one more page would
+    /// cost every transaction.
     async fn lock_and_load(&mut self, user: i64, namespace: &str) -> QueryResult<Option<Vec<PreferenceRow>>> {
         if !user_exists(user).get_result(self).await? {
             return Ok(None);
@@ -161,13 +176,14 @@ impl Transaction for SqliteConn {
 }
 
 impl Transaction for AsyncPgConnection {
-    /// `SELECT … FOR UPDATE` on the user's row (writers of the same user, including those adding
-    /// new keys, wait for each other), pipelined with the read.
+    /// Moves the user to its next `version`, which PostgreSQL's readers check what they remember
+    /// against; the `UPDATE` locks the user's row (writers of the same user, including those
+    /// adding new keys, wait for each other). The read is pipelined after it.
     async fn lock_and_load(&mut self, user: i64, namespace: &str) -> QueryResult<Option<Vec<PreferenceRow>>> {
         let conn = &*self;
-        let lock = users::table.find(user).select(users::id).for_update().get_result::<i64>(&mut &*conn);
-        let (locked, rows) = join(lock, load!(user, namespace).load(&mut &*conn)).await;
-        if locked.optional()?.is_none() {
+        let (locked, rows) =
+            join(NextVersion(user).execute(&mut &*conn), load!(user, namespace).load(&mut &*conn)).await;
+        if locked? == 0 {
             return Ok(None);
         }
         rows.map(Some)

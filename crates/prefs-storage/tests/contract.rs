@@ -96,6 +96,8 @@ contract! {
     tokio::test => ping_answers,
     tokio::test => reads_go_on_after_the_server_closed_the_connections,
     tokio::test => concurrent_reads_share_two_connections,
+    tokio::test => reads_under_way_together_each_get_their_own_answer,
+    tokio::test(flavor = "multi_thread", worker_threads = 4) => concurrent_readers_see_their_own_writes,
     tokio::test => waiting_for_a_busy_store_is_bounded,
     tokio::test => waiting_for_another_writer_is_bounded_and_reads_go_on,
     tokio::test => a_cancelled_modify_leaves_the_store_usable,
@@ -682,6 +684,82 @@ async fn concurrent_reads_share_two_connections(fx: Fixture) {
     }
     let status = reader.pool_status();
     assert!(status.size <= 2 && status.max_size <= 2, "{status:?}");
+}
+
+/// Reads under way at once (PostgreSQL answers them in one query) each get their own answer,
+/// whatever each asks for: a namespace, a key, an id, nothing, or a user that does not exist.
+async fn reads_under_way_together_each_get_their_own_answer(fx: Fixture) {
+    let alice = user(&fx.store, "alice").await;
+    let bob = user(&fx.store, "bob").await;
+    let ghost = UserId(bob.id.0 + 1000);
+    let a = put(&fx.store, &alice, &GLOBAL, "a", json!(1)).await;
+    let b = put(&fx.store, &alice, &GLOBAL, "b", json!([2])).await;
+    let theme = put(&fx.store, &alice, &client("app"), "theme", json!({"dark": true})).await;
+    let (store, app, key_a, key_b, key_theme) = (&fx.store, client("app"), key("a"), key("b"), key("theme"));
+    // Twice: the second time SQLite answers from its cache.
+    for _ in 0..2 {
+        let (
+            global,
+            in_app,
+            by_key,
+            by_id,
+            no_key,
+            id_elsewhere,
+            empty,
+            ghost_namespace,
+            ghost_key,
+            ghost_id,
+        ) = tokio::join!(
+            store.namespace(alice.id, &GLOBAL),
+            store.namespace(alice.id, &app),
+            store.preference(alice.id, &GLOBAL, &key_b),
+            store.preference_by_id(alice.id, &GLOBAL, a.id),
+            store.preference(alice.id, &GLOBAL, &key_theme),
+            store.preference_by_id(alice.id, &GLOBAL, theme.id),
+            store.namespace(bob.id, &app),
+            store.namespace(ghost, &GLOBAL),
+            store.preference(ghost, &GLOBAL, &key_a),
+            store.preference_by_id(ghost, &GLOBAL, a.id),
+        );
+        assert_eq!(global.unwrap(), vec![a.clone(), b.clone()]);
+        assert_eq!(in_app.unwrap(), vec![theme.clone()]);
+        assert_eq!(by_key.unwrap(), Some(b.clone()));
+        assert_eq!(by_id.unwrap(), Some(a.clone()));
+        assert_eq!(no_key.unwrap(), None);
+        assert_eq!(id_elsewhere.unwrap(), None);
+        assert_eq!(empty.unwrap(), vec![]);
+        assert!(matches!(ghost_namespace, Err(Error::UserNotFound)), "{ghost_namespace:?}");
+        assert!(matches!(ghost_key, Err(Error::UserNotFound)), "{ghost_key:?}");
+        assert!(matches!(ghost_id, Err(Error::UserNotFound)), "{ghost_id:?}");
+    }
+}
+
+/// Writers that read back what they wrote, many at once on several threads, read their own
+/// write every time, with every other reader's reads under way meanwhile.
+async fn concurrent_readers_see_their_own_writes(fx: Fixture) {
+    let mut tasks = Vec::new();
+    for i in 0..8 {
+        let store = fx.store.clone();
+        let user = user(&store, &format!("user{i}")).await;
+        tasks.push(tokio::spawn(async move {
+            for round in 0..30 {
+                let written = put(&store, &user, &GLOBAL, "n", json!(round)).await;
+                let namespace = store.namespace(user.id, &GLOBAL).await.unwrap();
+                assert_eq!(namespace, vec![written.clone()]);
+                assert_eq!(
+                    store.preference(user.id, &GLOBAL, &key("n")).await.unwrap(),
+                    Some(written.clone())
+                );
+                assert_eq!(
+                    store.preference_by_id(user.id, &GLOBAL, written.id).await.unwrap(),
+                    Some(written)
+                );
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
 }
 
 /// A write behind a stuck one (holding PostgreSQL's only pooled connection, or SQLite's writer)
