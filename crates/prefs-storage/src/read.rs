@@ -13,7 +13,6 @@ use diesel::sql_types::{Array, BigInt, Nullable, Text};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use prefs_domain::{Error, Preference};
 use serde_json::Value;
-
 use tokio::sync::oneshot;
 
 use crate::error::{Failure, Shared};
