@@ -1,1 +1,2 @@
+ALTER TABLE users RESET (fillfactor);
 ALTER TABLE users DROP COLUMN version;
