@@ -15,7 +15,7 @@ use prefs_domain::{Error, Preference};
 use serde_json::Value;
 use tokio::sync::oneshot;
 
-use crate::error::{Failure, Shared};
+use crate::error::{CheckoutTimeout, Failure, Shared};
 use crate::pool::{PgPools, READERS, with_conn};
 use crate::rows::{PreferenceRow, namespace_from};
 use crate::schema::preferences;
@@ -231,7 +231,8 @@ const BATCH: usize = 128;
 /// thread that wait meanwhile. A read joins the next query of its thread, never one already sent,
 /// so it sees every write acknowledged before it began. Each thread has up to [`READERS`] queries
 /// under way, on its shared read connections; a read that arrives while they are waits for the
-/// first to finish, and goes with every other read waiting then.
+/// first to finish, and goes with every other read waiting then. A read waits at most `wait` in
+/// all, then gives up as [`Failure::TimedOut`].
 ///
 /// An answer the thread remembers is used when the query finds the user still at the version it
 /// was read at: every transaction that writes a user's preferences moves the user to a new
@@ -249,7 +250,14 @@ pub(crate) async fn batched(pools: &Arc<PgPools>, read: Read, wait: Duration) ->
     if start {
         tokio::spawn(answer_all(Running { pools: pools.clone(), queue, wait, finished: false }));
     }
-    answered.await.unwrap_or_else(|_| Err(Error::Internal("a batched read was dropped".into()).into()))
+    // Bounded like a pool checkout: a read queued behind queries that wait for a server that
+    // does not answer gives up after `wait`, not after theirs and its own.
+    match tokio::time::timeout(wait, answered).await {
+        Ok(answer) => {
+            answer.unwrap_or_else(|_| Err(Error::Internal("a batched read was dropped".into()).into()))
+        }
+        Err(_) => Err(Failure::TimedOut(CheckoutTimeout(wait))),
+    }
 }
 
 /// One of a thread's queries under way: see [`answer_all`].
@@ -267,6 +275,8 @@ async fn answer_all(mut running: Running) {
     loop {
         let (reads, known): (Vec<_>, Vec<_>) = {
             let mut queue = running.queue.lock().unwrap_or_else(PoisonError::into_inner);
+            // Reads that gave up (or whose client went away) are not asked for.
+            queue.waiting.retain(|(_, answer)| !answer.is_closed());
             if queue.waiting.is_empty() {
                 queue.running -= 1;
                 drop(queue);
