@@ -47,20 +47,21 @@ impl Remembered {
         (bytes > 0).then(|| Self(quick_cache::unsync::Cache::with_weighter(items, bytes, ByWeight)))
     }
 
-    /// What `read` found, and the version it found it at.
-    pub(crate) fn get(&self, read: &Read) -> Option<(i64, Vec<Preference>)> {
+    /// What `read` found, and the version it found it at (shared: a caller copies the
+    /// preferences out only once it knows they are still right).
+    pub(crate) fn get(&self, read: &Read) -> Option<(i64, Arc<[Preference]>)> {
         self.0.get(read).map(|answer| (answer.version, answer.preferences.clone()))
     }
 
     /// Remembers that `read` found `preferences` at `version`.
-    pub(crate) fn insert(&mut self, read: Read, version: i64, preferences: Vec<Preference>) {
+    pub(crate) fn insert(&mut self, read: Read, version: i64, preferences: Arc<[Preference]>) {
         self.0.insert(read, Weighed { weight: weight(&preferences), version, preferences });
     }
 }
 
 /// A remembered answer and its [`weight`].
 struct Weighed {
-    preferences: Vec<Preference>,
+    preferences: Arc<[Preference]>,
     version: i64,
     weight: u64,
 }
@@ -312,9 +313,9 @@ async fn answer_all(mut running: Running) {
         for (((read, answer), known), found) in reads.into_iter().zip(known).zip(found) {
             let out = match (found, known) {
                 (None, _) => Err(Error::UserNotFound.into()),
-                (Some((version, _)), Some((at, remembered))) if version == at => Ok(remembered),
+                (Some((version, _)), Some((at, remembered))) if version == at => Ok(remembered.to_vec()),
                 (Some((version, rows)), _) => namespace_from(rows).map_err(Failure::from).inspect(|found| {
-                    fresh.push((read, version, found.clone()));
+                    fresh.push((read, version, found.as_slice().into()));
                 }),
             };
             let _ = answer.send(out);

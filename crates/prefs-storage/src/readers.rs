@@ -84,11 +84,11 @@ impl Readers {
             let version = diesel_async::RunQueryDsl::get_result::<i64>(DataVersion, &mut reader.conn);
             let version = inline(version)??;
             match remembered.get(&read) {
-                Some((at, found)) if at == version => Ok(found),
+                Some((at, found)) if at == version => Ok(found.to_vec()),
                 _ => {
                     // Read after the version: what it reads is at least as new, never older.
                     let found = load(&mut reader.conn, &read)?;
-                    remembered.insert(read, version, found.clone());
+                    remembered.insert(read, version, found.as_slice().into());
                     Ok(found)
                 }
             }
