@@ -248,8 +248,16 @@ pub(crate) async fn finish<C: AsyncConnection, T>(
 ///
 /// `with_conn!(store, transaction |conn| body)` runs the body in a write transaction, committed if
 /// it returns `Ok` and rolled back otherwise: on SQLite through the [`Writer`], on PostgreSQL in a
-/// transaction of its own. Every write goes this way. On SQLite the body runs on the writer's
-/// thread, so what it uses must be owned (`'static`): it takes its captures by move.
+/// transaction of its own. Every write goes this way, or the next way.
+///
+/// `with_conn!(store, pipelined |conn| body)` runs a body written against
+/// [`Transaction`](crate::transaction::Transaction): on SQLite as above, on PostgreSQL in a
+/// [`Pipelined`](crate::transaction::Pipelined) transaction, which the body begins and commits
+/// itself, each with its first and last statements, and which is rolled back if the body fails
+/// between the two.
+///
+/// On SQLite a write body runs on the writer's thread, so what it uses must be owned
+/// (`'static`): it takes its captures by move.
 ///
 /// [`DieselStore`]: crate::DieselStore
 macro_rules! with_conn {
@@ -257,11 +265,7 @@ macro_rules! with_conn {
         let store = &$store;
         let out = match &store.pools {
             $crate::pool::Pools::Sqlite { writer, .. } => {
-                writer
-                    .run(store.pool_wait, move |$conn| {
-                        $crate::sqlite::inline($crate::pool::body(async move { $body }))?
-                    })
-                    .await
+                $crate::pool::with_conn!(@sqlite_write writer, store.pool_wait, |$conn| $body)
             }
             $crate::pool::Pools::Postgres(pools) => {
                 $crate::pool::with_conn!(@postgres pools, store.pool_wait, |conn| {
@@ -273,6 +277,26 @@ macro_rules! with_conn {
                     })
                     .await;
                     $crate::pool::finish(conn, out).await
+                })
+            }
+        };
+        out.map_err(::prefs_domain::Error::from)
+    }};
+    ($store:expr, pipelined |$conn:ident| $body:expr) => {{
+        let store = &$store;
+        let out = match &store.pools {
+            $crate::pool::Pools::Sqlite { writer, .. } => {
+                $crate::pool::with_conn!(@sqlite_write writer, store.pool_wait, |$conn| $body)
+            }
+            $crate::pool::Pools::Postgres(pools) => {
+                $crate::pool::with_conn!(@postgres pools, store.pool_wait, |conn| {
+                    let mut transaction = $crate::transaction::Pipelined::new(conn);
+                    let out = $crate::pool::body(async {
+                        let $conn = &mut transaction;
+                        $body
+                    })
+                    .await;
+                    transaction.end(out).await
                 })
             }
         };
@@ -290,6 +314,11 @@ macro_rules! with_conn {
         };
         out.map_err(::prefs_domain::Error::from)
     }};
+    (@sqlite_write $writer:expr, $wait:expr, |$conn:ident| $body:expr) => {
+        $writer
+            .run($wait, move |$conn| $crate::sqlite::inline($crate::pool::body(async move { $body }))?)
+            .await
+    };
     (@postgres_read $pools:expr, $wait:expr, |$conn:ident| $body:expr) => {
         $crate::pool::body(async {
             // A read that failed is tried once more on another connection (reads change nothing):

@@ -373,7 +373,7 @@ impl PreferenceStore for DieselStore {
         let (user, namespace) = (user.0, namespace.as_str().to_owned());
         let written = with_conn!(
             self,
-            transaction | conn | {
+            pipelined | conn | {
                 let Some(rows) = Transaction::lock_and_load(conn, user, &namespace).await? else {
                     return Err(Error::UserNotFound.into());
                 };
@@ -400,7 +400,7 @@ impl PreferenceStore for DieselStore {
                     .collect();
                 // `after` follows the changes: every written row comes back (`RETURNING`), so the
                 // namespace needs no second read.
-                let written = Transaction::apply(conn, user, &namespace, now, &statements).await?;
+                let written = Transaction::commit_with(conn, user, &namespace, now, &statements).await?;
                 for (change, row) in changes.iter().zip(written) {
                     match (change, row) {
                         (Change::Delete { key }, _) => after.retain(|p| p.key != *key),

@@ -1,17 +1,23 @@
 //! The statements of a write transaction ([`PreferenceStore::modify`]) on each backend.
 //! PostgreSQL pipelines them: it sends the statements that do not depend on each other's answers
-//! together and then reads the answers, one round trip for each group. SQLite runs them one after
-//! the other, in process.
+//! together and then reads the answers, so a write costs two round trips (`BEGIN`, the lock and
+//! the read; the changes and `COMMIT`). SQLite runs them one after the other, in process, inside
+//! the [`Writer`](crate::writer::Writer)'s batch.
 //!
 //! [`PreferenceStore::modify`]: prefs_domain::PreferenceStore::modify
 
 use diesel::backend::Backend;
+use diesel::pg::Pg;
 use diesel::prelude::*;
 use diesel::query_builder::{AstPass, Query, QueryFragment, QueryId};
 use diesel::serialize::ToSql;
 use diesel::sql_types::{BigInt, Text};
-use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
-use futures_util::future::{BoxFuture, FutureExt, join, join_all};
+use diesel_async::{
+    AsyncConnection, AsyncPgConnection, RunQueryDsl, SimpleAsyncConnection, TransactionManager,
+};
+use futures_util::future::{BoxFuture, FutureExt, OptionFuture, join, join_all, join3};
+
+use crate::error::Failure;
 
 use crate::rows::{NewPreference, PreferenceRow};
 use crate::schema::preferences;
@@ -33,15 +39,19 @@ pub(crate) enum Statement<'a> {
     },
 }
 
-/// A write transaction's work, once it has begun.
-pub(crate) trait Transaction: AsyncConnection {
+/// A write transaction's work: the lock and read first, the changes last.
+pub(crate) trait Transaction {
     /// Excludes every other writer of `user` until the transaction ends, and reads the user's
     /// preferences in `namespace`, unordered; `None` when the user does not exist.
     async fn lock_and_load(&mut self, user: i64, namespace: &str) -> QueryResult<Option<Vec<PreferenceRow>>>;
 
-    /// Runs `statements` in order at `now` (microseconds); for each, the row it wrote (`None` for
-    /// a deletion, and for a rename of a key that does not exist).
-    async fn apply(
+    /// Runs `statements` in order at `now` (microseconds), as the transaction's last work; for
+    /// each, the row it wrote (`None` for a deletion, and for a rename of a key that does not
+    /// exist). On PostgreSQL the transaction commits with them, in the same round trip, when no
+    /// rename is among them: when one fails, PostgreSQL rolls the whole transaction back instead.
+    /// On SQLite the writer commits
+    /// the batch that holds the transaction once every transaction of the batch has run.
+    async fn commit_with(
         &mut self,
         user: i64,
         namespace: &str,
@@ -56,10 +66,28 @@ pub(crate) trait Transaction: AsyncConnection {
 #[derive(QueryId)]
 struct NextVersion(i64);
 
-impl QueryFragment<diesel::pg::Pg> for NextVersion {
-    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, diesel::pg::Pg>) -> QueryResult<()> {
+impl QueryFragment<Pg> for NextVersion {
+    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
         out.push_sql("UPDATE users SET version = version + 1 WHERE id = ");
         out.push_bind_param::<BigInt, _>(&self.0)
+    }
+}
+
+/// `BEGIN` or `COMMIT` as a statement PostgreSQL prepares once per connection (cached by its
+/// text). Prepared, it keeps its place in a pipeline: diesel-async sends a statement that must be
+/// prepared first only once it is, and the statements after it wait their turn, where a simple
+/// query (`batch_execute`) would be sent at once, ahead of them.
+struct Control(&'static str);
+
+impl QueryId for Control {
+    type QueryId = ();
+    const HAS_STATIC_QUERY_ID: bool = false;
+}
+
+impl QueryFragment<Pg> for Control {
+    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
+        out.push_sql(self.0);
+        Ok(())
     }
 }
 
@@ -158,7 +186,7 @@ impl Transaction for SqliteConn {
         load!(user, namespace).load(self).await.map(Some)
     }
 
-    async fn apply(
+    async fn commit_with(
         &mut self,
         user: i64,
         namespace: &str,
@@ -175,35 +203,93 @@ impl Transaction for SqliteConn {
     }
 }
 
-impl Transaction for AsyncPgConnection {
-    /// Moves the user to its next `version`, which PostgreSQL's readers check what they remember
-    /// against; the `UPDATE` locks the user's row (writers of the same user, including those
-    /// adding new keys, wait for each other). The read is pipelined after it.
+/// A PostgreSQL write transaction whose `BEGIN` goes with its first statements and whose `COMMIT`
+/// goes with its last, managed here rather than by diesel-async's transaction manager (which sends
+/// each alone). [`Pipelined::end`] commits or rolls back what is still open; a transaction whose
+/// future is dropped leaves its connection unsettled, and the [`Lease`](crate::pool::Lease)
+/// closes it.
+pub(crate) struct Pipelined<'c> {
+    conn: &'c mut AsyncPgConnection,
+    /// Whether `BEGIN` was sent and no `COMMIT` has answered since.
+    open: bool,
+}
+
+impl<'c> Pipelined<'c> {
+    /// A transaction on `conn`, begun by [`Transaction::lock_and_load`].
+    pub(crate) fn new(conn: &'c mut AsyncPgConnection) -> Self {
+        Self { conn, open: false }
+    }
+
+    /// Ends the transaction if it is still open: commits it when `out` is `Ok`, else rolls it back
+    /// and returns `out`'s error unchanged. A connection whose `COMMIT` or `ROLLBACK` fails is
+    /// marked broken, so the pool closes it (which rolls back whatever is left).
+    pub(crate) async fn end<T>(self, out: Result<T, Failure>) -> Result<T, Failure> {
+        if !self.open {
+            return out;
+        }
+        let ended = match &out {
+            Ok(_) => Control("COMMIT").execute(&mut *self.conn).await.map(drop),
+            Err(_) => self.conn.batch_execute("ROLLBACK").await,
+        };
+        if let Err(error) = ended {
+            <AsyncPgConnection as AsyncConnection>::TransactionManager::transaction_manager_status_mut(
+                self.conn,
+            )
+            .set_in_error();
+            if out.is_ok() {
+                return Err(error.into());
+            }
+            tracing::warn!(%error, "rollback failed");
+        }
+        out
+    }
+}
+
+impl Transaction for Pipelined<'_> {
+    /// Begins, then moves the user to its next `version`, which PostgreSQL's readers check what
+    /// they remember against; the `UPDATE` locks the user's row (writers of the same user,
+    /// including those adding new keys, wait for each other). The read comes after it, all in one
+    /// round trip.
     async fn lock_and_load(&mut self, user: i64, namespace: &str) -> QueryResult<Option<Vec<PreferenceRow>>> {
-        let conn = &*self;
-        let (locked, rows) =
-            join(NextVersion(user).execute(&mut &*conn), load!(user, namespace).load(&mut &*conn)).await;
+        self.open = true;
+        let conn = &*self.conn;
+        let (begun, locked, rows) = join3(
+            Control("BEGIN").execute(&mut &*conn),
+            NextVersion(user).execute(&mut &*conn),
+            load!(user, namespace).load(&mut &*conn),
+        )
+        .await;
+        begun?;
         if locked? == 0 {
             return Ok(None);
         }
         rows.map(Some)
     }
 
-    /// Every statement in one round trip.
-    async fn apply(
+    /// Every statement and `COMMIT` in one round trip, unless a rename is among them: a rename of
+    /// a key that is not there writes nothing, which the caller must see before the transaction
+    /// commits (in [`Pipelined::end`]).
+    async fn commit_with(
         &mut self,
         user: i64,
         namespace: &str,
         now: i64,
         statements: &[Statement<'_>],
     ) -> QueryResult<Vec<Option<PreferenceRow>>> {
-        let conn = &*self;
+        let conn = &*self.conn;
         let pipelined =
             statements.iter().map(|statement| -> BoxFuture<'_, QueryResult<Option<PreferenceRow>>> {
                 statement!(statement, user, namespace, now,
                 query => query.get_result(&mut &*conn).map(OptionalExtension::optional).boxed(),
                 query => query.execute(&mut &*conn).map(|done| done.map(|_| None)).boxed())
             });
-        join_all(pipelined).await.into_iter().collect()
+        let last = !statements.iter().any(|statement| matches!(statement, Statement::Rename { .. }));
+        let commit = last.then(|| Control("COMMIT").execute(&mut &*conn));
+        let (written, committed) = join(join_all(pipelined), OptionFuture::from(commit)).await;
+        if let Some(committed) = committed {
+            committed?;
+            self.open = false;
+        }
+        written.into_iter().collect()
     }
 }

@@ -86,6 +86,7 @@ contract! {
     tokio::test => rename_keeps_id_and_value,
     tokio::test => a_failing_edit_writes_nothing_and_its_error_comes_back,
     tokio::test => a_failing_change_rolls_back_the_whole_modify,
+    tokio::test => failed_writes_leave_their_connection_clean,
     tokio::test => modify_returns_the_namespace_as_stored,
     tokio::test => modify_of_an_unknown_user_is_user_not_found,
     tokio::test => reads_of_an_unknown_user_are_user_not_found,
@@ -459,6 +460,35 @@ async fn a_failing_change_rolls_back_the_whole_modify(fx: Fixture) {
         apply(&fx.store, &alice, &GLOBAL, vec![Change::Rename { from: key("nope"), to: key("d") }]).await;
     assert!(matches!(failed, Err(Error::Internal(_))), "{failed:?}");
     assert_eq!(fx.store.namespace(alice.id, &GLOBAL).await.unwrap(), vec![a, b]);
+}
+
+/// However a write fails, its connection is left as it was found: the next write on the same
+/// (only) connection commits, as another store sees at once. (A transaction left open would
+/// swallow it, or fail it.)
+async fn failed_writes_leave_their_connection_clean(fx: Fixture) {
+    let alice = user(&fx.store, "alice").await;
+    let single = fx.impatient_store(1).await;
+    put(&single, &alice, &GLOBAL, "taken", json!(0)).await;
+    let ghost = UserId(alice.id.0 + 1000);
+    let put_of = |k: &str| Change::Put { key: key(k), value: value(json!(k)) };
+    let failing: [(UserId, Arc<Edit>); 4] = [
+        // The edit refuses, after the lock and the read.
+        (alice.id, Arc::new(|_| Err(Error::PreferenceNotFound))),
+        // No such user.
+        (ghost, edit(vec![put_of("a")])),
+        // A statement fails in the database: the rename target is taken.
+        (alice.id, edit(vec![put_of("a"), Change::Rename { from: key("a"), to: key("taken") }])),
+        // A rename writes nothing.
+        (alice.id, edit(vec![put_of("b"), Change::Rename { from: key("missing"), to: key("c") }])),
+    ];
+    let mut expected = vec!["taken".to_owned()];
+    for (i, (target, edit)) in failing.into_iter().enumerate() {
+        let failed = single.modify(target, &GLOBAL, edit).await;
+        assert!(failed.is_err(), "{i}: {failed:?}");
+        expected.push(format!("after{i}"));
+        apply(&single, &alice, &GLOBAL, vec![put_of(&expected[i + 1])]).await.unwrap();
+        assert_eq!(keys(&fx.store.namespace(alice.id, &GLOBAL).await.unwrap()), expected, "{i}");
+    }
 }
 
 async fn modify_returns_the_namespace_as_stored(fx: Fixture) {
