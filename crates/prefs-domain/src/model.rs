@@ -9,6 +9,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use serde::{Serialize, Serializer};
 use serde_json::Value;
+use serde_json::value::RawValue;
 
 use crate::error::FieldError;
 use crate::limits::Limits;
@@ -80,10 +81,10 @@ impl fmt::Display for Username {
     }
 }
 
-/// A preference key: 1 to 255 characters from `[A-Za-z0-9_.:-]`.
+/// A preference key: 1 to 255 characters from `[A-Za-z0-9_.:-]`. Shared, not copied, when cloned.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(transparent)]
-pub struct PreferenceKey(String);
+pub struct PreferenceKey(Arc<str>);
 
 impl PreferenceKey {
     /// The longest key accepted, in characters.
@@ -96,7 +97,7 @@ impl PreferenceKey {
     pub fn parse(s: &str) -> Result<Self, InvalidName> {
         let allowed = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b':' | b'-');
         if (1..=Self::MAX_CHARS).contains(&s.len()) && s.bytes().all(allowed) {
-            Ok(Self(s.to_owned()))
+            Ok(Self(s.into()))
         } else {
             Err(InvalidName { what: "a preference key", rule: "1 to 255 characters from [A-Za-z0-9_.:-]" })
         }
@@ -115,10 +116,10 @@ impl fmt::Display for PreferenceKey {
 }
 
 /// A client application's id, naming its preference namespace: 1 to 128 characters from
-/// `[A-Za-z0-9._-]`, and never `global`.
+/// `[A-Za-z0-9._-]`, and never `global`. Shared, not copied, when cloned.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(transparent)]
-pub struct ClientId(String);
+pub struct ClientId(Arc<str>);
 
 impl ClientId {
     /// Validates a client id.
@@ -129,7 +130,7 @@ impl ClientId {
     pub fn parse(s: &str) -> Result<Self, InvalidName> {
         let allowed = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-');
         if (1..=128).contains(&s.len()) && s.bytes().all(allowed) && s != Namespace::GLOBAL {
-            Ok(Self(s.to_owned()))
+            Ok(Self(s.into()))
         } else {
             Err(InvalidName {
                 what: "a client id",
@@ -192,15 +193,35 @@ pub struct User {
 }
 
 /// A preference value: any JSON value but a top-level `null`, within the size and depth limits.
+/// It keeps its compact JSON text with it, which is what a store writes and what serializing it
+/// with `serde_json` writes out, as is.
 ///
 /// Values are shared, not copied, when a preference is cloned (a store may hand out the same
 /// preferences to many readers).
-#[derive(Debug, Clone, PartialEq)]
-pub struct PreferenceValue(Arc<Value>);
+#[derive(Clone)]
+pub struct PreferenceValue(Arc<Json>);
+
+/// A value and its compact JSON text.
+struct Json {
+    value: Value,
+    text: Box<RawValue>,
+}
 
 impl Serialize for PreferenceValue {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        self.0.serialize(serializer)
+        self.0.text.serialize(serializer)
+    }
+}
+
+impl PartialEq for PreferenceValue {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.value == other.0.value
+    }
+}
+
+impl fmt::Debug for PreferenceValue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("PreferenceValue").field(&self.0.value).finish()
     }
 }
 
@@ -222,7 +243,8 @@ impl PreferenceValue {
                 format!("Value nests deeper than {} levels.", limits.max_depth),
             ));
         }
-        let size = serde_json::to_vec(&value).map_or(usize::MAX, |v| v.len());
+        let stored = Self::from_stored(value);
+        let size = stored.as_json_text().len();
         if size > limits.max_value_bytes {
             return Err(FieldError::new(
                 field,
@@ -230,22 +252,29 @@ impl PreferenceValue {
                 format!("Value is {size} bytes; the limit is {} bytes.", limits.max_value_bytes),
             ));
         }
-        Ok(Self(Arc::new(value)))
+        Ok(stored)
     }
 
     /// Wraps a value read back from storage, where it was validated on the way in.
     pub fn from_stored(value: Value) -> Self {
-        Self(Arc::new(value))
+        // A `Value` always serializes: its map keys are strings.
+        let text = serde_json::value::to_raw_value(&value).expect("a JSON value serializes");
+        Self(Arc::new(Json { value, text }))
     }
 
     /// The JSON value.
     pub fn as_json(&self) -> &Value {
-        &self.0
+        &self.0.value
+    }
+
+    /// The value's compact JSON text.
+    pub fn as_json_text(&self) -> &str {
+        self.0.text.get()
     }
 
     /// Takes the JSON value out (a copy when the value is shared).
     pub fn into_json(self) -> Value {
-        Arc::unwrap_or_clone(self.0)
+        Arc::try_unwrap(self.0).map_or_else(|shared| shared.value.clone(), |json| json.value)
     }
 }
 
@@ -346,6 +375,17 @@ mod tests {
         assert_eq!(err(serde_json::json!("0123456789")), "too-large");
         assert!(PreferenceValue::new(serde_json::json!({"a": null}), "k", &limits).is_ok());
         assert!(PreferenceValue::new(serde_json::json!([[1]]), "k", &limits).is_ok());
+    }
+
+    #[test]
+    fn values_serialize_as_their_compact_text() {
+        let json = serde_json::json!({"b": [1, 2.5, "x\"y\u{0}"], "a": {"é": null}, "c": 1e300});
+        let value = PreferenceValue::new(json.clone(), "k", &Limits::default()).unwrap();
+        assert_eq!(value.as_json_text(), serde_json::to_string(&json).unwrap());
+        assert_eq!(serde_json::to_string(&value).unwrap(), value.as_json_text());
+        assert_eq!(serde_json::to_value(&value).unwrap(), json);
+        assert_eq!(value, PreferenceValue::from_stored(json.clone()));
+        assert_eq!(value.into_json(), json);
     }
 
     #[test]

@@ -1,7 +1,6 @@
 //! The Open edX dialect (SPEC 3.1): `/api/user/v1/preferences/{username}[/]` and
 //! `/api/user/v1/preferences/{username}/{key}`, over the global namespace. Values are strings.
 
-use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use actix_web::http::{StatusCode, header};
@@ -159,10 +158,10 @@ pub(crate) fn routes(cfg: &mut web::ServiceConfig) {
 
 /// How a stored value shows in this dialect, where values are strings: a string as itself, any
 /// other JSON value (written through another dialect) as its compact JSON text.
-fn edx_text(value: &PreferenceValue) -> Cow<'_, str> {
+fn edx_text(value: &PreferenceValue) -> &str {
     match value.as_json() {
-        Value::String(s) => Cow::Borrowed(s),
-        other => Cow::Owned(other.to_string()),
+        Value::String(s) => s,
+        _ => value.as_json_text(),
     }
 }
 

@@ -127,8 +127,8 @@ fn target(client_id: &str, req: &HttpRequest) -> Result<(Namespace, UserRef), Pr
 }
 
 /// The namespace as one JSON object.
-fn object(preferences: &[Preference]) -> Object<'_, &Value> {
-    Object::new(preferences, PreferenceValue::as_json)
+fn object(preferences: &[Preference]) -> Object<'_, &PreferenceValue> {
+    Object::new(preferences, |value| value)
 }
 
 /// A request body that must be a JSON object.

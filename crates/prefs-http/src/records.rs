@@ -5,7 +5,10 @@
 use actix_web::http::{StatusCode, header};
 use actix_web::{HttpRequest, HttpResponse, web};
 use chrono::{DateTime, SecondsFormat, Utc};
-use prefs_domain::{ETag, Error, FieldError, Namespace, Preference, PreferenceId, UserId, UserRef};
+use prefs_domain::{
+    ETag, Error, FieldError, Namespace, Preference, PreferenceId, PreferenceKey, PreferenceValue, UserId,
+    UserRef,
+};
 use serde::Serialize;
 use serde_json::{Map, Value};
 use url::Url;
@@ -35,10 +38,11 @@ pub struct Record {
     /// The owner.
     pub user_id: i64,
     /// 1 to 255 characters from `[A-Za-z0-9_.:-]`.
-    pub key: String,
+    #[schema(value_type = String)]
+    pub key: PreferenceKey,
     /// Any JSON but `null`.
     #[schema(value_type = PreferenceJson)]
-    pub value: Value,
+    pub value: PreferenceValue,
     /// RFC 3339, UTC.
     #[schema(format = DateTime)]
     pub created_at: String,
@@ -53,8 +57,8 @@ impl From<&Preference> for Record {
         Self {
             id: p.id.0,
             user_id: p.user_id.0,
-            key: p.key.as_str().to_owned(),
-            value: p.value.as_json().clone(),
+            key: p.key.clone(),
+            value: p.value.clone(),
             created_at: timestamp(p.created_at),
             last_updated_at: timestamp(p.updated_at),
         }

@@ -75,15 +75,17 @@ impl quick_cache::Weighter<Read, Weighed> for ByWeight {
     }
 }
 
-/// What a preference takes before its key's and value's heap memory: itself and its value's
-/// shared allocation (two counts and the value).
+/// What a preference takes before its key's and value's heap memory: itself, and the shared
+/// allocations of its key (two counts) and of its value (two counts, the value and a pointer to
+/// its text).
 const PREFERENCE_BYTES: u64 = (std::mem::size_of::<Preference>()
-    + 2 * std::mem::size_of::<usize>()
+    + 6 * std::mem::size_of::<usize>()
     + std::mem::size_of::<Value>()) as u64;
 
 /// What an answer weighs: an estimate of the memory it takes.
 fn weight(preferences: &[Preference]) -> u64 {
-    preferences.iter().map(|p| PREFERENCE_BYTES + p.key.as_str().len() as u64 + heap(p.value.as_json())).sum()
+    let heaps = |p: &Preference| p.key.as_str().len() + p.value.as_json_text().len();
+    preferences.iter().map(|p| PREFERENCE_BYTES + heaps(p) as u64 + heap(p.value.as_json())).sum()
 }
 
 /// An estimate of the heap memory a JSON value holds beyond its own (inline) size.
@@ -366,10 +368,11 @@ mod tests {
         };
         let each = PREFERENCE_BYTES;
         assert_eq!(weight(&[]), 0);
-        assert_eq!(weight(&[preference("on", json!(true))]), each + 2);
-        assert_eq!(weight(&[preference("lang", json!("fr"))]), each + 4 + 2);
+        // The key, the value's text and the value's heap.
+        assert_eq!(weight(&[preference("on", json!(true))]), each + 2 + 4);
+        assert_eq!(weight(&[preference("lang", json!("fr"))]), each + 4 + 4 + 2);
         let long = "x".repeat(10_000);
-        assert!(weight(&[preference("k", json!(long))]) > 10_000);
+        assert!(weight(&[preference("k", json!(long))]) > 20_000);
         // Every level of nesting counts.
         let flat = weight(&[preference("k", json!({"a": 1}))]);
         let nested = weight(&[preference("k", json!({"a": {"b": [1, 2, {"c": "d"}]}}))]);

@@ -48,7 +48,8 @@ pub(crate) struct NewPreference<'a> {
     pub(crate) user_id: i64,
     pub(crate) namespace: &'a str,
     pub(crate) key: &'a str,
-    pub(crate) value: String,
+    /// Compact JSON text.
+    pub(crate) value: &'a str,
     pub(crate) created_at: i64,
     pub(crate) updated_at: i64,
     pub(crate) version: i64,
@@ -57,11 +58,6 @@ pub(crate) struct NewPreference<'a> {
 /// The current time as stored: microseconds since the Unix epoch (UTC).
 pub(crate) fn now_micros() -> i64 {
     Utc::now().timestamp_micros()
-}
-
-/// Serializes a value as stored: compact JSON text.
-pub(crate) fn stored_value(value: &PreferenceValue) -> String {
-    value.as_json().to_string()
 }
 
 /// A stored row that does not read back as a domain value: the database holds data prefs never

@@ -24,9 +24,7 @@ use crate::error::{Failure, StorageError, username_conflict};
 use crate::pool::{self, Lease, PgPools, Pools, with_conn};
 use crate::read::Read;
 use crate::readers::Readers;
-use crate::rows::{
-    NewPreference, NewUser, UserRow, namespace_from, now_micros, preferences_from, stored_value,
-};
+use crate::rows::{NewPreference, NewUser, UserRow, namespace_from, now_micros, preferences_from};
 use crate::schema::{preferences, users};
 use crate::sqlite;
 use crate::transaction::{Statement, Transaction};
@@ -387,7 +385,7 @@ impl PreferenceStore for DieselStore {
                             user_id: user,
                             namespace: &namespace,
                             key: key.as_str(),
-                            value: stored_value(value),
+                            value: value.as_json_text(),
                             created_at: now,
                             updated_at: now,
                             version: 1,

@@ -155,7 +155,7 @@ where
         out.push_sql(", ");
         out.push_bind_param::<Text, _>(new.key)?;
         out.push_sql(", ");
-        out.push_bind_param::<Text, _>(&new.value)?;
+        out.push_bind_param::<Text, _>(new.value)?;
         out.push_sql(", ");
         out.push_bind_param::<BigInt, _>(&new.created_at)?;
         out.push_sql(", ");
