@@ -262,6 +262,17 @@ impl PreferenceValue {
         Self(Arc::new(Json { value, text }))
     }
 
+    /// Wraps the JSON text of a value read back from storage, where it was validated on the way
+    /// in, keeping the text as it is (a store writes [`PreferenceValue::as_json_text`]).
+    ///
+    /// # Errors
+    /// When `text` is not a JSON value.
+    pub fn from_stored_text(text: String) -> Result<Self, serde_json::Error> {
+        let value = serde_json::from_str(&text)?;
+        let text = RawValue::from_string(text)?;
+        Ok(Self(Arc::new(Json { value, text })))
+    }
+
     /// The JSON value.
     pub fn as_json(&self) -> &Value {
         &self.0.value
@@ -385,6 +396,9 @@ mod tests {
         assert_eq!(serde_json::to_string(&value).unwrap(), value.as_json_text());
         assert_eq!(serde_json::to_value(&value).unwrap(), json);
         assert_eq!(value, PreferenceValue::from_stored(json.clone()));
+        let read_back = PreferenceValue::from_stored_text(value.as_json_text().to_owned()).unwrap();
+        assert_eq!((read_back.as_json(), read_back.as_json_text()), (&json, value.as_json_text()));
+        assert!(PreferenceValue::from_stored_text("{\"a\":".to_owned()).is_err());
         assert_eq!(value.into_json(), json);
     }
 

@@ -85,13 +85,13 @@ impl TryFrom<PreferenceRow> for Preference {
 
     fn try_from(row: PreferenceRow) -> Result<Self, Error> {
         let id = row.id;
-        let value = serde_json::from_str(&row.value).map_err(|e| corrupt("preference", id, e))?;
+        let value = PreferenceValue::from_stored_text(row.value).map_err(|e| corrupt("preference", id, e))?;
         Ok(Preference {
             id: PreferenceId(id),
             user_id: UserId(row.user_id),
             namespace: Namespace::from_stored(&row.namespace).map_err(|e| corrupt("preference", id, e))?,
             key: PreferenceKey::parse(&row.key).map_err(|e| corrupt("preference", id, e))?,
-            value: PreferenceValue::from_stored(value),
+            value,
             created_at: timestamp(row.created_at, id)?,
             updated_at: timestamp(row.updated_at, id)?,
             version: row.version,
