@@ -12,7 +12,7 @@ use utoipa::OpenApi;
 #[actix_web::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    telemetry::init(cli.log_format == LogFormat::Json);
+    let _log = telemetry::init(cli.log_format == LogFormat::Json);
     match cli.command {
         None => serve(&cli.serve).await,
         Some(Command::Serve(args)) => serve(&args).await,
