@@ -1,7 +1,7 @@
 //! Logging: `tracing` to stderr, human-readable by default and JSON with `PREFS_LOG_FORMAT=json`,
 //! level from `RUST_LOG` (default `info`).
 //!
-//! Lines are written by a thread of their own ([`tracing_appender::non_blocking`]): a request
+//! Lines are written by a thread of their own ([`tracing_appender::non_blocking()`]): a request
 //! does not wait for stderr, and the lines that queue up while one is written go out together,
 //! in one write. None is dropped: when 128k lines are queued, logging waits.
 
