@@ -261,47 +261,45 @@ pub(crate) async fn finish<C: AsyncConnection, T>(
 ///
 /// [`DieselStore`]: crate::DieselStore
 macro_rules! with_conn {
-    ($store:expr, transaction |$conn:ident| $body:expr) => {{
+    ($store:expr, $kind:ident |$conn:ident| $body:expr) => {{
         let store = &$store;
         let out = match &store.pools {
             $crate::pool::Pools::Sqlite { writer, .. } => {
-                $crate::pool::with_conn!(@sqlite_write writer, store.pool_wait, |$conn| $body)
+                writer
+                    .run(store.pool_wait, move |$conn| {
+                        $crate::sqlite::inline($crate::pool::body(async move { $body }))?
+                    })
+                    .await
             }
             $crate::pool::Pools::Postgres(pools) => {
-                $crate::pool::with_conn!(@postgres pools, store.pool_wait, |conn| {
-                    type Manager = <::diesel_async::AsyncPgConnection as ::diesel_async::AsyncConnection>::TransactionManager;
-                    <Manager as ::diesel_async::TransactionManager<_>>::begin_transaction(conn).await?;
-                    let out = $crate::pool::body(async {
-                        let $conn = &mut *conn;
-                        $body
-                    })
-                    .await;
-                    $crate::pool::finish(conn, out).await
-                })
+                $crate::pool::with_conn!(@$kind pools, store.pool_wait, |$conn| $body)
             }
         };
         out.map_err(::prefs_domain::Error::from)
     }};
-    ($store:expr, pipelined |$conn:ident| $body:expr) => {{
-        let store = &$store;
-        let out = match &store.pools {
-            $crate::pool::Pools::Sqlite { writer, .. } => {
-                $crate::pool::with_conn!(@sqlite_write writer, store.pool_wait, |$conn| $body)
-            }
-            $crate::pool::Pools::Postgres(pools) => {
-                $crate::pool::with_conn!(@postgres pools, store.pool_wait, |conn| {
-                    let mut transaction = $crate::transaction::Pipelined::new(conn);
-                    let out = $crate::pool::body(async {
-                        let $conn = &mut transaction;
-                        $body
-                    })
-                    .await;
-                    transaction.end(out).await
-                })
-            }
-        };
-        out.map_err(::prefs_domain::Error::from)
-    }};
+    (@transaction $pools:expr, $wait:expr, |$conn:ident| $body:expr) => {
+        $crate::pool::with_conn!(@postgres $pools, $wait, |conn| {
+            type Manager = <::diesel_async::AsyncPgConnection as ::diesel_async::AsyncConnection>::TransactionManager;
+            <Manager as ::diesel_async::TransactionManager<_>>::begin_transaction(conn).await?;
+            let out = $crate::pool::body(async {
+                let $conn = &mut *conn;
+                $body
+            })
+            .await;
+            $crate::pool::finish(conn, out).await
+        })
+    };
+    (@pipelined $pools:expr, $wait:expr, |$conn:ident| $body:expr) => {
+        $crate::pool::with_conn!(@postgres $pools, $wait, |conn| {
+            let mut transaction = $crate::transaction::Pipelined::new(conn);
+            let out = $crate::pool::body(async {
+                let $conn = &mut transaction;
+                $body
+            })
+            .await;
+            transaction.end(out).await
+        })
+    };
     ($store:expr, |$conn:ident| $body:expr) => {{
         let store = &$store;
         let out = match &store.pools {
@@ -314,11 +312,6 @@ macro_rules! with_conn {
         };
         out.map_err(::prefs_domain::Error::from)
     }};
-    (@sqlite_write $writer:expr, $wait:expr, |$conn:ident| $body:expr) => {
-        $writer
-            .run($wait, move |$conn| $crate::sqlite::inline($crate::pool::body(async move { $body }))?)
-            .await
-    };
     (@postgres_read $pools:expr, $wait:expr, |$conn:ident| $body:expr) => {
         $crate::pool::body(async {
             // A read that failed is tried once more on another connection (reads change nothing):
