@@ -77,12 +77,20 @@ pub struct Plan {
 struct Tally {
     latencies_ns: Vec<u64>,
     errors: u64,
+    /// The first error's message, printed with the result.
+    first_error: Option<String>,
 }
 
 impl Tally {
     fn merge(&mut self, other: Tally) {
         self.latencies_ns.extend(other.latencies_ns);
         self.errors += other.errors;
+        self.first_error = self.first_error.take().or(other.first_error);
+    }
+
+    fn failed(&mut self, error: &dyn std::fmt::Display) {
+        self.errors += 1;
+        self.first_error.get_or_insert_with(|| error.to_string());
     }
 }
 
@@ -118,6 +126,9 @@ pub fn run(plan: &Plan) -> Result<(), Error> {
         percentile(99.0),
         tally.errors
     );
+    if let Some(error) = tally.first_error {
+        eprintln!("first error: {error}");
+    }
     Ok(())
 }
 
@@ -205,10 +216,10 @@ fn sqlite_worker(path: &str, op: Op, users: &[i64], deadline: Instant) -> Result
         };
         match done {
             Ok(()) => tally.latencies_ns.push(started.elapsed().as_nanos() as u64),
-            Err(_) => {
+            Err(error) => {
                 select.reset();
                 let _ = db.exec("ROLLBACK");
-                tally.errors += 1;
+                tally.failed(&error);
             }
         }
     }
@@ -305,9 +316,9 @@ async fn postgres_worker(
         };
         match done {
             Ok(()) => tally.latencies_ns.push(started.elapsed().as_nanos() as u64),
-            Err(_) => {
+            Err(error) => {
                 let _ = client.batch_execute("ROLLBACK").await;
-                tally.errors += 1;
+                tally.failed(&error);
             }
         }
     }
