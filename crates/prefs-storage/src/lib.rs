@@ -18,13 +18,13 @@
 //!
 //! SQLite reads run inline, on the calling thread, over a connection of that thread's own (WAL
 //! readers never wait for the writer). `modify` runs in one transaction that excludes every other
-//! writer of the user. On SQLite one
-//! writer thread per process runs them all and commits those queued meanwhile together (one
-//! `BEGIN IMMEDIATE … COMMIT`, each in a savepoint of its own; other processes queue on the busy
-//! timeout). On PostgreSQL each moves the user's row to its next `version` (an `UPDATE`, which
-//! locks it), on a connection of its worker thread's own pool, with its statements pipelined in two
-//! round trips (`BEGIN` goes with the lock and the read, `COMMIT` with the changes). Waiting for a connection, the
-//! writer or a lock is bounded by [`StoreConfig::pool_wait`], after which operations report
+//! writer of the user. On SQLite one writer thread per process runs them all and commits those
+//! queued meanwhile together (one `BEGIN IMMEDIATE … COMMIT`, each in a savepoint of its own;
+//! other processes queue on the busy timeout). On PostgreSQL each moves the user's row to its
+//! next `version` (an `UPDATE`, which locks it), on a connection of its worker thread's own pool,
+//! with its statements pipelined in two round trips (`BEGIN` goes with the lock and the read,
+//! `COMMIT` with the changes). Waiting for a connection, the writer or a lock is bounded by
+//! [`StoreConfig::pool_wait`], after which operations report
 //! [`Error::Unavailable`](prefs_domain::Error::Unavailable).
 //!
 //! Users are remembered by token subject ([`StoreConfig::user_cache`]). Each thread remembers the

@@ -12,13 +12,10 @@ use diesel::prelude::*;
 use diesel::query_builder::{AstPass, Query, QueryFragment, QueryId};
 use diesel::serialize::ToSql;
 use diesel::sql_types::{BigInt, Text};
-use diesel_async::{
-    AsyncConnection, AsyncPgConnection, RunQueryDsl, SimpleAsyncConnection, TransactionManager,
-};
+use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl, TransactionManager};
 use futures_util::future::{BoxFuture, FutureExt, OptionFuture, join, join_all, join3};
 
 use crate::error::Failure;
-
 use crate::rows::{NewPreference, PreferenceRow};
 use crate::schema::preferences;
 use crate::sqlite::SqliteConn;
@@ -49,8 +46,8 @@ pub(crate) trait Transaction {
     /// each, the row it wrote (`None` for a deletion, and for a rename of a key that does not
     /// exist). On PostgreSQL the transaction commits with them, in the same round trip, when no
     /// rename is among them: when one fails, PostgreSQL rolls the whole transaction back instead.
-    /// On SQLite the writer commits
-    /// the batch that holds the transaction once every transaction of the batch has run.
+    /// On SQLite the writer commits the batch that holds the transaction once every transaction
+    /// of the batch has run.
     async fn commit_with(
         &mut self,
         user: i64,
@@ -73,8 +70,8 @@ impl QueryFragment<Pg> for NextVersion {
     }
 }
 
-/// `BEGIN` or `COMMIT` as a statement PostgreSQL prepares once per connection (cached by its
-/// text). Prepared, it keeps its place in a pipeline: diesel-async sends a statement that must be
+/// `BEGIN`, `COMMIT` or `ROLLBACK` as a statement PostgreSQL prepares once per connection (cached
+/// by its text). Prepared, it keeps its place in a pipeline: diesel-async sends a statement that must be
 /// prepared first only once it is, and the statements after it wait their turn, where a simple
 /// query (`batch_execute`) would be sent at once, ahead of them.
 struct Control(&'static str);
@@ -227,10 +224,8 @@ impl<'c> Pipelined<'c> {
         if !self.open {
             return out;
         }
-        let ended = match &out {
-            Ok(_) => Control("COMMIT").execute(&mut *self.conn).await.map(drop),
-            Err(_) => self.conn.batch_execute("ROLLBACK").await,
-        };
+        let end = if out.is_ok() { "COMMIT" } else { "ROLLBACK" };
+        let ended = Control(end).execute(&mut *self.conn).await;
         if let Err(error) = ended {
             <AsyncPgConnection as AsyncConnection>::TransactionManager::transaction_manager_status_mut(
                 self.conn,
