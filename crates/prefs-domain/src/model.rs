@@ -4,7 +4,7 @@
 //! so a value of the type is valid by construction.
 
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use chrono::{DateTime, Utc};
 use serde::{Serialize, Serializer};
@@ -196,15 +196,19 @@ pub struct User {
 /// It keeps its compact JSON text with it, which is what a store writes and what serializing it
 /// with `serde_json` writes out, as is.
 ///
+/// A value read back from its text ([`PreferenceValue::from_stored_text`]) holds only the text
+/// until its JSON tree is first asked for ([`PreferenceValue::as_json`]): answers serialize the
+/// text, so what a store remembers of a read takes the text's memory, not the tree's.
+///
 /// Values are shared, not copied, when a preference is cloned (a store may hand out the same
 /// preferences to many readers).
 #[derive(Clone)]
 pub struct PreferenceValue(Arc<Json>);
 
-/// A value and its compact JSON text.
+/// A value's compact JSON text, and its tree once parsed.
 struct Json {
-    value: Value,
     text: Box<RawValue>,
+    value: OnceLock<Value>,
 }
 
 impl Serialize for PreferenceValue {
@@ -215,13 +219,13 @@ impl Serialize for PreferenceValue {
 
 impl PartialEq for PreferenceValue {
     fn eq(&self, other: &Self) -> bool {
-        self.0.value == other.0.value
+        self.as_json_text() == other.as_json_text() || self.as_json() == other.as_json()
     }
 }
 
 impl fmt::Debug for PreferenceValue {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_tuple("PreferenceValue").field(&self.0.value).finish()
+        f.debug_tuple("PreferenceValue").field(&format_args!("{}", self.as_json_text())).finish()
     }
 }
 
@@ -259,23 +263,26 @@ impl PreferenceValue {
     pub fn from_stored(value: Value) -> Self {
         // A `Value` always serializes: its map keys are strings.
         let text = serde_json::value::to_raw_value(&value).expect("a JSON value serializes");
-        Self(Arc::new(Json { value, text }))
+        Self(Arc::new(Json { text, value: OnceLock::from(value) }))
     }
 
     /// Wraps the JSON text of a value read back from storage, where it was validated on the way
-    /// in, keeping the text as it is (a store writes [`PreferenceValue::as_json_text`]).
+    /// in, keeping the text as it is (a store writes [`PreferenceValue::as_json_text`]). Its tree
+    /// is parsed again only when asked for.
     ///
     /// # Errors
-    /// When `text` is not a JSON value.
+    /// When `text` is not a JSON value that [`Value`] can hold (one with a number beyond `f64`'s
+    /// range, or a string with a lone surrogate escape, is refused).
     pub fn from_stored_text(text: String) -> Result<Self, serde_json::Error> {
-        let value = serde_json::from_str(&text)?;
+        // Parsed once to check it, so that parsing it again later cannot fail.
+        serde_json::from_str::<Value>(&text)?;
         let text = RawValue::from_string(text)?;
-        Ok(Self(Arc::new(Json { value, text })))
+        Ok(Self(Arc::new(Json { text, value: OnceLock::new() })))
     }
 
-    /// The JSON value.
+    /// The JSON value (parsed from the text on first use when the value was read back as text).
     pub fn as_json(&self) -> &Value {
-        &self.0.value
+        self.0.value.get_or_init(|| parse(&self.0.text))
     }
 
     /// The value's compact JSON text.
@@ -285,8 +292,17 @@ impl PreferenceValue {
 
     /// Takes the JSON value out (a copy when the value is shared).
     pub fn into_json(self) -> Value {
-        Arc::try_unwrap(self.0).map_or_else(|shared| shared.value.clone(), |json| json.value)
+        match Arc::try_unwrap(self.0) {
+            Ok(json) => json.value.into_inner().unwrap_or_else(|| parse(&json.text)),
+            Err(shared) => Self(shared).as_json().clone(),
+        }
     }
+}
+
+/// Parses the text of a [`PreferenceValue`], which was parsed once already when the value was
+/// made ([`PreferenceValue::from_stored_text`]), so it parses again.
+fn parse(text: &RawValue) -> Value {
+    serde_json::from_str(text.get()).expect("the text parsed when the value was made")
 }
 
 /// How deeply containers nest in `value`: 0 for a scalar, 1 for `[]` or `{}`, and so on.
@@ -400,6 +416,30 @@ mod tests {
         assert_eq!((read_back.as_json(), read_back.as_json_text()), (&json, value.as_json_text()));
         assert!(PreferenceValue::from_stored_text("{\"a\":".to_owned()).is_err());
         assert_eq!(value.into_json(), json);
+    }
+
+    #[test]
+    fn values_read_back_as_text_parse_when_asked() {
+        let json = serde_json::json!({"a": [1, {"b": "c"}], "d": "é"});
+        let stored = |text: &str| PreferenceValue::from_stored_text(text.to_owned()).unwrap();
+        // Equal by their text, or by their trees when the texts differ.
+        assert_eq!(
+            stored("{\"a\":[1,{\"b\":\"c\"}],\"d\":\"é\"}"),
+            PreferenceValue::from_stored(json.clone())
+        );
+        let spaced = stored("{ \"d\": \"\\u00e9\", \"a\": [1, {\"b\": \"c\"}] }");
+        assert_eq!(spaced.as_json_text(), "{ \"d\": \"\\u00e9\", \"a\": [1, {\"b\": \"c\"}] }");
+        assert_eq!(spaced, PreferenceValue::from_stored(json.clone()));
+        assert_ne!(stored("[1,2]"), stored("[2,1]"));
+        assert_eq!(stored("[1,2]").into_json(), serde_json::json!([1, 2]));
+        let shared = stored("{\"x\":true}");
+        assert_eq!(shared.clone().into_json(), serde_json::json!({"x": true}));
+        assert_eq!(format!("{shared:?}"), "PreferenceValue({\"x\":true})");
+        // Texts that JSON's grammar allows but a `Value` cannot hold are refused up front, so
+        // that parsing later cannot fail.
+        for text in ["1e400", "\"\\ud800\""] {
+            assert!(PreferenceValue::from_stored_text(text.to_owned()).is_err(), "{text}");
+        }
     }
 
     #[test]

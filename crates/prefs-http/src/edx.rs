@@ -7,7 +7,7 @@ use actix_web::http::{StatusCode, header};
 use actix_web::middleware::DefaultHeaders;
 use actix_web::{HttpRequest, HttpResponse, web};
 use prefs_domain::{Action, ETag, Error, Namespace, PreferenceValue, UserRef, edx};
-use serde::Serialize;
+use serde::{Serialize, Serializer};
 use serde_json::Value;
 use utoipa::{IntoResponses, ToSchema};
 
@@ -157,11 +157,14 @@ pub(crate) fn routes(cfg: &mut web::ServiceConfig) {
 }
 
 /// How a stored value shows in this dialect, where values are strings: a string as itself, any
-/// other JSON value (written through another dialect) as its compact JSON text.
-fn edx_text(value: &PreferenceValue) -> &str {
-    match value.as_json() {
-        Value::String(s) => s,
-        _ => value.as_json_text(),
+/// other JSON value (written through another dialect) as its compact JSON text. Written from the
+/// value's text, which for a string already is the JSON string: nothing is parsed.
+struct EdxText<'a>(&'a PreferenceValue);
+
+impl Serialize for EdxText<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let text = self.0.as_json_text();
+        if text.starts_with('"') { self.0.serialize(serializer) } else { serializer.serialize_str(text) }
     }
 }
 
@@ -186,7 +189,7 @@ pub(crate) async fn get_all(
     let target = UserRef::Username(username.into_inner());
     let preferences = state.service.namespace(&auth.actor, &target, &Namespace::Global).await?;
     let etag = ETag::of_namespace(&preferences);
-    Ok(conditional::read(&req, &etag, &Object::new(&preferences, edx_text))?)
+    Ok(conditional::read(&req, &etag, &Object::new(&preferences, EdxText))?)
 }
 
 /// Sets and deletes several preferences at once.
@@ -240,7 +243,7 @@ pub(crate) async fn get_one(
     let preference =
         state.service.preference(&auth.actor, &UserRef::Username(username), &Namespace::Global, &key).await?;
     let etag = ETag::of_preference(&preference);
-    Ok(conditional::read(&req, &etag, &edx_text(&preference.value))?)
+    Ok(conditional::read(&req, &etag, &EdxText(&preference.value))?)
 }
 
 /// Creates or updates one preference.

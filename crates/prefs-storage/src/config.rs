@@ -113,7 +113,7 @@ pub struct StoreConfig {
     pub user_cache: usize,
     /// About how much memory each worker thread spends remembering the namespaces, and the single
     /// preferences (by key or id), it read (`PREFS_NAMESPACE_CACHE_BYTES`, an estimate from the
-    /// size of the preferences and of their parsed values); 0 turns the cache off. Each answer is
+    /// size of the preferences and of their keys' and values' text); 0 turns the cache off. Each answer is
     /// remembered with what tells whether it is still right, checked on every read: on SQLite the
     /// database's `PRAGMA data_version`, which any commit to it moves, by this process or another;
     /// on PostgreSQL the user's version, which every write of the user's preferences moves, and

@@ -8,6 +8,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use diesel::Connection;
 use diesel_async::{AsyncConnection, AsyncPgConnection, SimpleAsyncConnection};
 use tempfile::TempDir;
 use url::Url;
@@ -93,6 +94,26 @@ impl Scratch {
             .expect("connect to the scratch database");
         store.migrate().await.expect("migrate the scratch database");
         store
+    }
+
+    /// Runs `sql` on this database over a connection of its own, as another program sharing the
+    /// database would.
+    ///
+    /// # Panics
+    /// When connecting or running `sql` fails.
+    pub async fn execute(&self, sql: &str) {
+        match self.backend {
+            Backend::Sqlite => {
+                let mut conn =
+                    diesel::SqliteConnection::establish(&self.url).expect("open the scratch database");
+                diesel::connection::SimpleConnection::batch_execute(&mut conn, sql).expect("run the SQL");
+            }
+            Backend::Postgres => {
+                let mut conn =
+                    AsyncPgConnection::establish(&self.url).await.expect("connect to the scratch database");
+                conn.batch_execute(sql).await.expect("run the SQL");
+            }
+        }
     }
 
     /// Closes, from the server's side, every connection to this database (PostgreSQL: as a

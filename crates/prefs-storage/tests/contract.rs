@@ -93,6 +93,7 @@ contract! {
     tokio::test => a_user_removed_through_another_instance_is_noticed,
     tokio::test => writes_through_another_instance_are_read_at_once,
     tokio::test => json_values_round_trip_exactly,
+    tokio::test => rows_written_by_others_read_back_as_stored,
     tokio::test => migrations_run_twice_are_a_no_op,
     tokio::test => ping_answers,
     tokio::test => reads_go_on_after_the_server_closed_the_connections,
@@ -665,6 +666,26 @@ async fn json_values_round_trip_exactly(fx: Fixture) {
         assert_eq!(stored.value.as_json(), v, "v{i}");
         assert_eq!(stored.value.as_json().to_string(), v.to_string(), "v{i}");
     }
+}
+
+async fn rows_written_by_others_read_back_as_stored(fx: Fixture) {
+    let alice = user(&fx.store, "alice").await;
+    let row = |key: &str, text: &str| {
+        format!(
+            "INSERT INTO preferences (user_id, namespace, key, value, created_at, updated_at, version) \
+             VALUES ({}, 'global', '{key}', '{text}', 0, 0, 1);",
+            alice.id
+        )
+    };
+    fx.scratch.execute(&row("spaced", "{ \"b\": [1, 2],\n  \"a\": \"\\u00e9\" }")).await;
+    let spaced = fx.store.preference(alice.id, &GLOBAL, &key("spaced")).await.unwrap().unwrap();
+    // Served with its text as it is, and read as the value that text means.
+    assert_eq!(spaced.value.as_json_text(), "{ \"b\": [1, 2],\n  \"a\": \"\\u00e9\" }");
+    assert_eq!(spaced.value.as_json(), &json!({"a": "é", "b": [1, 2]}));
+    // Text no JSON value of prefs can hold: refused as a storage error, not served.
+    fx.scratch.execute(&row("huge", "1e400")).await;
+    let refused = fx.store.namespace(alice.id, &GLOBAL).await.unwrap_err();
+    assert!(matches!(&refused, Error::Internal(e) if e.to_string().contains("is invalid")), "{refused:?}");
 }
 
 // ----- operations -----

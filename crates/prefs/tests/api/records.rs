@@ -357,9 +357,15 @@ async fn visible_across_dialects(backend: Backend) {
 
     post(&app, "alice", "me", &json!({"key": "greeting", "value": "hello"})).await;
     post(&app, "alice", "me", &json!({"key": "layout", "value": {"cols": 2}})).await;
+    post(&app, "alice", "me", &json!({"key": "quoted", "value": "say \"é\"\n"})).await;
+    post(&app, "alice", "me", &json!({"key": "ratio", "value": 1.5})).await;
     let map = app.get(edx, &alice).await.json();
-    assert_eq!(map, json!({"pref-lang": "fr", "greeting": "hello", "layout": "{\"cols\":2}"}));
+    let expected = json!({
+        "pref-lang": "fr", "greeting": "hello", "layout": "{\"cols\":2}", "quoted": "say \"é\"\n", "ratio": "1.5"
+    });
+    assert_eq!(map, expected);
     assert_eq!(app.get(&format!("{edx}/layout"), &alice).await.json(), json!("{\"cols\":2}"));
+    assert_eq!(app.get(&format!("{edx}/quoted"), &alice).await.json(), json!("say \"é\"\n"));
 }
 
 async fn errors_use_the_record_envelope(backend: Backend) {
