@@ -111,11 +111,12 @@ pub struct StoreConfig {
     /// preferences, and a user removed through another instance is noticed on its next read or
     /// write (see [`DieselStore`](crate::DieselStore)).
     pub user_cache: usize,
-    /// About how much memory each worker thread spends remembering the namespaces, and the single
-    /// preferences (by key or id), it read (`PREFS_NAMESPACE_CACHE_BYTES`, an estimate from the
-    /// size of the preferences and of their keys' and values' text); 0 turns the cache off. Each answer is
-    /// remembered with what tells whether it is still right, checked on every read: on SQLite the
-    /// database's `PRAGMA data_version`, which any commit to it moves, by this process or another;
+    /// About how much memory the store spends remembering the namespaces, and the single
+    /// preferences (by key or id), its reads found (`PREFS_NAMESPACE_CACHE_BYTES`, in all, shared by
+    /// every thread; an estimate from the size of the preferences, of their keys' and values' text,
+    /// and of the allocator's overhead); 0 turns the cache off. Each answer is remembered with what
+    /// tells whether it is still right, checked on every read: on SQLite the database's
+    /// `PRAGMA data_version`, which any commit to it moves, by this process or another;
     /// on PostgreSQL the user's version, which every write of the user's preferences moves, and
     /// which the read's query returns. So the cache never answers with a value older than an
     /// acknowledged write.
@@ -129,11 +130,11 @@ impl StoreConfig {
     pub const DEFAULT_POOL_WAIT: Duration = Duration::from_secs(5);
     /// The default [`StoreConfig::user_cache`].
     pub const DEFAULT_USER_CACHE: usize = 100_000;
-    /// The default [`StoreConfig::namespace_cache_bytes`]: 16 MiB.
-    pub const DEFAULT_NAMESPACE_CACHE_BYTES: u64 = 16 << 20;
+    /// The default [`StoreConfig::namespace_cache_bytes`]: 24 MiB.
+    pub const DEFAULT_NAMESPACE_CACHE_BYTES: u64 = 24 << 20;
 
     /// A configuration for `database_url` with the defaults: 8 connections, a 5 s wait,
-    /// `synchronous=FULL`, 100,000 cached users and 16 MiB of cached namespaces per thread.
+    /// `synchronous=FULL`, 100,000 cached users and 24 MiB of cached namespaces.
     pub fn new(database_url: impl Into<String>) -> Self {
         Self {
             database_url: database_url.into(),

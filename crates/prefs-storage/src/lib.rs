@@ -27,10 +27,10 @@
 //! [`StoreConfig::pool_wait`], after which operations report
 //! [`Error::Unavailable`](prefs_domain::Error::Unavailable).
 //!
-//! Users are remembered by token subject ([`StoreConfig::user_cache`]). Each thread remembers the
-//! namespaces and single preferences it read ([`StoreConfig::namespace_cache_bytes`]), and uses
-//! them only while they are still right: on SQLite while nobody committed to the database since,
-//! on PostgreSQL while the user's `version` is the same. PostgreSQL reads under way together on a
+//! Users are remembered by token subject ([`StoreConfig::user_cache`]). The store remembers the
+//! namespaces and single preferences its reads found ([`StoreConfig::namespace_cache_bytes`],
+//! shared by its threads), and uses them only while they are still right: on SQLite while nobody
+//! committed to the database since, on PostgreSQL while the user's `version` is the same. PostgreSQL reads under way together on a
 //! thread go in one query, which checks the versions and loads only what changed.
 //!
 //! The `testing` feature adds `prefs_storage::testing`: fresh scratch databases for this crate's

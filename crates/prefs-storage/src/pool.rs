@@ -26,7 +26,7 @@ use prefs_domain::Error;
 use thread_local::ThreadLocal;
 
 use crate::error::{CheckoutTimeout, Failure};
-use crate::read::Queue;
+use crate::read::{Queue, Remembered};
 use crate::readers::Readers;
 use crate::writer::Writer;
 
@@ -59,25 +59,24 @@ pub(crate) struct PgPools {
     pools: ThreadLocal<Pool<AsyncPgConnection>>,
     /// Each thread's read connections (up to [`READERS`]), shared by all the thread's reads.
     readers: ThreadLocal<tokio::sync::Mutex<Vec<Arc<AsyncPgConnection>>>>,
-    /// Each thread's reads waiting to be sent together, and the answers it remembers
-    /// ([`batched`](crate::read::batched)).
+    /// Each thread's reads waiting to be sent together ([`batched`](crate::read::batched)).
     queues: ThreadLocal<Arc<std::sync::Mutex<Queue>>>,
-    /// How many bytes of answers each thread remembers.
-    remember: u64,
+    /// The answers reads found, each at its user's version.
+    remembered: Option<Remembered>,
     url: String,
     size: usize,
     setup_sql: String,
 }
 
 impl PgPools {
-    /// Pools of `size` connections to `url`, each running `setup_sql` when it is made; each
-    /// thread remembers answers up to `remember` bytes.
+    /// Pools of `size` connections to `url`, each running `setup_sql` when it is made; answers
+    /// are remembered up to `remember` bytes in all.
     pub(crate) fn new(url: &str, size: usize, setup_sql: String, remember: u64) -> Self {
         Self {
             pools: ThreadLocal::new(),
             readers: ThreadLocal::new(),
             queues: ThreadLocal::new(),
-            remember,
+            remembered: Remembered::new(remember),
             url: url.to_owned(),
             size,
             setup_sql,
@@ -108,7 +107,12 @@ impl PgPools {
 
     /// This thread's queue of reads.
     pub(crate) fn queue(&self) -> Arc<std::sync::Mutex<Queue>> {
-        self.queues.get_or(|| Arc::new(std::sync::Mutex::new(Queue::new(self.remember)))).clone()
+        self.queues.get_or_default().clone()
+    }
+
+    /// The answers reads found, if any are remembered.
+    pub(crate) fn remembered(&self) -> Option<&Remembered> {
+        self.remembered.as_ref()
     }
 
     /// Stops handing out `conn`, on which a read failed.

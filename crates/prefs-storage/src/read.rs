@@ -34,9 +34,11 @@ pub(crate) enum Read {
 }
 
 /// Answers to [`Read`]s, each with the version it was read at, up to a weight in bytes: an
-/// estimate of the memory they take ([`weight`]). Both backends remember answers this way; each
-/// has its own versions (SQLite's `data_version`, PostgreSQL's `users.version`).
-pub(crate) struct Remembered(quick_cache::unsync::Cache<Read, Weighed, ByWeight>);
+/// estimate of the memory they take ([`weight`]). One per store, shared by every thread, so a
+/// user's answer is remembered once however many threads serve the user. Both backends remember
+/// answers this way; each has its own versions (on SQLite the store's epoch, which moves when a
+/// reader sees that the database changed; PostgreSQL's `users.version`).
+pub(crate) struct Remembered(quick_cache::sync::Cache<Read, Weighed, ByWeight>);
 
 impl Remembered {
     /// Remembers up to `bytes`; `None` when `bytes` is 0.
@@ -44,22 +46,23 @@ impl Remembered {
         // About 2 KiB an answer: a namespace of 10 short values (single preferences weigh less;
         // the weight, not this count, bounds the cache).
         let items = usize::try_from(bytes / 2048).unwrap_or(usize::MAX).max(1);
-        (bytes > 0).then(|| Self(quick_cache::unsync::Cache::with_weighter(items, bytes, ByWeight)))
+        (bytes > 0).then(|| Self(quick_cache::sync::Cache::with_weighter(items, bytes, ByWeight)))
     }
 
     /// What `read` found, and the version it found it at (shared: a caller copies the
     /// preferences out only once it knows they are still right).
     pub(crate) fn get(&self, read: &Read) -> Option<(i64, Arc<[Preference]>)> {
-        self.0.get(read).map(|answer| (answer.version, answer.preferences.clone()))
+        self.0.get(read).map(|answer| (answer.version, answer.preferences))
     }
 
     /// Remembers that `read` found `preferences` at `version`.
-    pub(crate) fn insert(&mut self, read: Read, version: i64, preferences: Arc<[Preference]>) {
-        self.0.insert(read, Weighed { weight: weight(&preferences), version, preferences });
+    pub(crate) fn insert(&self, read: Read, version: i64, preferences: Arc<[Preference]>) {
+        self.0.insert(read.clone(), Weighed { weight: weight(&read, &preferences), version, preferences });
     }
 }
 
 /// A remembered answer and its [`weight`].
+#[derive(Clone)]
 struct Weighed {
     preferences: Arc<[Preference]>,
     version: i64,
@@ -67,6 +70,8 @@ struct Weighed {
 }
 
 /// Weighs a remembered answer by its [`weight`], computed once, when it is cached.
+
+#[derive(Clone)]
 struct ByWeight;
 
 impl quick_cache::Weighter<Read, Weighed> for ByWeight {
@@ -75,17 +80,32 @@ impl quick_cache::Weighter<Read, Weighed> for ByWeight {
     }
 }
 
-/// What a preference takes before its key's and value's text: itself, and the shared
-/// allocations of its key (two counts) and of its value (two counts, a pointer to its text, and
-/// the slot of its tree, which values read back as text leave empty: answers serialize the text).
-const PREFERENCE_BYTES: u64 = (std::mem::size_of::<Preference>()
-    + 6 * std::mem::size_of::<usize>()
-    + std::mem::size_of::<OnceLock<Value>>()) as u64;
+/// What the allocator takes for an allocation of `bytes`: glibc's chunks carry an 8-byte header,
+/// are 16-byte aligned, and 32 bytes at least.
+const fn allocated(bytes: usize) -> u64 {
+    let chunk = (bytes + 8).next_multiple_of(16);
+    (if chunk < 32 { 32 } else { chunk }) as u64
+}
 
-/// What an answer weighs: an estimate of the memory it takes.
-fn weight(preferences: &[Preference]) -> u64 {
-    let texts = |p: &Preference| (p.key.as_str().len() + p.value.as_json_text().len()) as u64;
-    preferences.iter().map(|p| PREFERENCE_BYTES + texts(p)).sum()
+/// What an answer weighs: an estimate of the memory it takes, allocator overhead included. Each
+/// preference is kept in the answer's shared slice, its key's shared text (two counts and the
+/// text), and its value's shared allocation (two counts, a pointer to its text, and the slot of
+/// its tree, which values read back as text leave empty: answers serialize the text) with its text.
+fn weight(read: &Read, preferences: &[Preference]) -> u64 {
+    const COUNTS: usize = 2 * std::mem::size_of::<usize>();
+    const VALUE: u64 =
+        allocated(COUNTS + std::mem::size_of::<Box<str>>() + std::mem::size_of::<OnceLock<Value>>());
+    /// The cache's slot: the read and the answer, and about as much again for its tables.
+    const SLOT: u64 = 2 * std::mem::size_of::<(Read, Weighed)>() as u64;
+    let strings = match read {
+        Read::Namespace(_, namespace) | Read::Id(_, namespace, _) => allocated(namespace.len()),
+        Read::Key(_, namespace, key) => allocated(namespace.len()) + allocated(key.len()),
+    };
+    let slice = allocated(COUNTS + std::mem::size_of_val(preferences));
+    let each = |p: &Preference| {
+        allocated(COUNTS + p.key.as_str().len()) + VALUE + allocated(p.value.as_json_text().len())
+    };
+    SLOT + strings + slice + preferences.iter().map(each).sum::<u64>()
 }
 
 /// SQLite: the rows `read` finds; [`Error::UserNotFound`] when there are none and the user does
@@ -196,19 +216,11 @@ impl Query for Batch {
 /// What one read gets: the preferences it found, ordered by id, or why not.
 type Answer = Result<Vec<Preference>, Failure>;
 
-/// One thread's reads waiting for its next query, how many of its queries are under way, and
-/// the answers it remembers, each at its user's version.
+/// One thread's reads waiting for its next query, and how many of its queries are under way.
+#[derive(Default)]
 pub(crate) struct Queue {
     waiting: Vec<(Read, oneshot::Sender<Answer>)>,
     running: usize,
-    remembered: Option<Remembered>,
-}
-
-impl Queue {
-    /// An empty queue that remembers answers up to `bytes` ([`Remembered`]).
-    pub(crate) fn new(bytes: u64) -> Self {
-        Self { waiting: Vec::new(), running: 0, remembered: Remembered::new(bytes) }
-    }
 }
 
 /// How many reads one query answers at most.
@@ -221,8 +233,8 @@ const BATCH: usize = 128;
 /// first to finish, and goes with every other read waiting then. A read waits at most `wait` in
 /// all, then gives up as [`Failure::TimedOut`].
 ///
-/// An answer the thread remembers is used when the query finds the user still at the version it
-/// was read at: every transaction that writes a user's preferences moves the user to a new
+/// A remembered answer ([`PgPools::remembered`]) is used when the query finds the user still at
+/// the version it was read at: every transaction that writes a user's preferences moves the user to a new
 /// version, so the remembered answer is what a read would find now.
 pub(crate) async fn batched(pools: &Arc<PgPools>, read: Read, wait: Duration) -> Answer {
     let (answer, answered) = oneshot::channel();
@@ -272,8 +284,9 @@ async fn answer_all(mut running: Running) {
             }
             let n = queue.waiting.len().min(BATCH);
             let reads: Vec<_> = queue.waiting.drain(..n).collect();
-            let known = reads.iter().map(|(read, _)| queue.remembered.as_ref().and_then(|r| r.get(read)));
-            let known: Vec<_> = known.collect();
+            drop(queue);
+            let remembered = running.pools.remembered();
+            let known = reads.iter().map(|(read, _)| remembered.and_then(|r| r.get(read))).collect();
             (reads, known)
         };
         let batch = Batch::of(
@@ -306,8 +319,7 @@ async fn answer_all(mut running: Running) {
             };
             let _ = answer.send(out);
         }
-        if let Some(remembered) = &mut running.queue.lock().unwrap_or_else(PoisonError::into_inner).remembered
-        {
+        if let Some(remembered) = running.pools.remembered() {
             for (read, version, found) in fresh {
                 remembered.insert(read, version, found);
             }
@@ -349,17 +361,20 @@ mod tests {
             updated_at: Utc::now(),
             version: 1,
         };
-        let each = PREFERENCE_BYTES;
-        assert_eq!(weight(&[]), 0);
-        // The key and the value's text.
-        assert_eq!(weight(&[preference("on", "true")]), each + 2 + 4);
-        assert_eq!(weight(&[preference("lang", "\"fr\"")]), each + 4 + 4);
+        let read = Read::Namespace(1, "global".into());
+        let empty = weight(&read, &[]);
+        assert!(empty > 100 && empty < 400, "{empty}");
+        // Short keys and values each take a minimal chunk; long ones their length.
+        let one = weight(&read, &[preference("on", "true")]) - empty;
+        assert!(one > 150 && one < 300, "{one}");
+        assert_eq!(weight(&read, &[preference("lang", "\"fr\"")]) - empty, one);
         let long = format!("\"{}\"", "x".repeat(10_000));
-        assert_eq!(weight(&[preference("k", &long)]), each + 1 + 10_002);
-        let object = "{\"a\":{\"b\":[1,2,{\"c\":\"d\"}]}}";
-        assert_eq!(
-            weight(&[preference("k", object), preference("on", "true")]),
-            2 * each + 1 + object.len() as u64 + 2 + 4
-        );
+        assert_eq!(weight(&read, &[preference("k", &long)]) - empty, one - 32 + allocated(10_002));
+        let two = weight(&read, &[preference("k", "{\"a\":{\"b\":[1,2]}}"), preference("on", "true")]);
+        // The shared slice grows by one preference, rounded up to its chunk.
+        assert_eq!(two - empty, 2 * one + 16);
+        // The read's strings count too.
+        let key = Read::Key(1, "global".into(), "k".repeat(100));
+        assert_eq!(weight(&key, &[]) - empty, allocated(100));
     }
 }

@@ -1,8 +1,8 @@
-//! SQLite's reads: a connection per thread that reads, used inline, and the namespaces each one
-//! remembers until the database changes.
+//! SQLite's reads: a connection per thread that reads, used inline, and the answers they
+//! remember until the database changes.
 
 use std::cell::RefCell;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 
 use diesel::prelude::*;
 use diesel::query_builder::{AstPass, Query, QueryFragment, QueryId};
@@ -20,25 +20,27 @@ use crate::sqlite::{SqliteConn, inline};
 /// A read runs on the calling thread (an actix worker) at once: WAL readers do not wait for the
 /// writer, so a read waits only for the disk.
 ///
-/// Each also remembers the namespaces it read last ([`Readers::cached`]), for as long as the
-/// database has not changed: SQLite's `PRAGMA data_version` changes when any other connection,
-/// of this process or another, commits, and every cached read asks it first.
+/// They remember what they read ([`Readers::cached`]) for as long as the database has not
+/// changed: SQLite's `PRAGMA data_version` changes when any other connection, of this process or
+/// another, commits, and every cached read asks it first.
 pub(crate) struct Readers {
     readers: ThreadLocal<RefCell<Option<Reader>>>,
     open: AtomicUsize,
-    /// How many bytes each reader remembers ([`Remembered`]); 0: nothing.
-    cache: u64,
+    /// The answers reads found, each at the epoch it was read at.
+    remembered: Option<Remembered>,
+    /// Moves whenever a reader finds that the database changed since it last looked; an answer
+    /// remembered at an earlier epoch is never used.
+    epoch: AtomicI64,
     /// The database URL.
     pub(crate) url: String,
     /// What every connection runs when it is made.
     pub(crate) setup_sql: String,
 }
 
-/// One thread's read connection and what it remembers, tagged with the `data_version` it was
-/// read at.
+/// One thread's read connection, and the `data_version` it last found (`None`: not asked yet).
 struct Reader {
     conn: SqliteConn,
-    remembered: Option<Remembered>,
+    seen: Option<i64>,
 }
 
 /// `PRAGMA data_version`, as a query of its own type, which diesel prepares once per connection
@@ -58,10 +60,17 @@ impl Query for DataVersion {
 }
 
 impl Readers {
-    /// Read connections to `url`, each running `setup_sql` when it is made and remembering
-    /// answers up to `cache` bytes ([`Remembered`]).
+    /// Read connections to `url`, each running `setup_sql` when it is made, remembering answers
+    /// up to `cache` bytes in all ([`Remembered`]).
     pub(crate) fn new(url: &str, setup_sql: String, cache: u64) -> Self {
-        Self { readers: ThreadLocal::new(), open: AtomicUsize::new(0), cache, url: url.to_owned(), setup_sql }
+        Self {
+            readers: ThreadLocal::new(),
+            open: AtomicUsize::new(0),
+            remembered: Remembered::new(cache),
+            epoch: AtomicI64::new(0),
+            url: url.to_owned(),
+            setup_sql,
+        }
     }
 
     /// Runs `work` on this thread's read connection, opening it first if needed.
@@ -72,23 +81,34 @@ impl Readers {
         self.with_reader(|reader| work(&mut reader.conn))
     }
 
-    /// The preferences `read` finds, as `load` reads them, or as this thread read them last if
-    /// the database has not changed since.
+    /// The preferences `read` finds, as `load` reads them, or as a thread read them last if the
+    /// database has not changed since.
+    ///
+    /// Each reader asks its connection's `data_version` first, and moves the epoch when it
+    /// changed. A commit that ended before this read began is thus either found now, or was found
+    /// by an earlier read of this thread: either way the epoch moved after the commit, and an
+    /// answer is used only at the epoch taken before it was loaded, so only one loaded after the
+    /// commit is used.
     pub(crate) fn cached(
         &self,
         read: Read,
         load: impl FnOnce(&mut SqliteConn, &Read) -> Result<Vec<Preference>, Failure>,
     ) -> Result<Vec<Preference>, Failure> {
         self.with_reader(|reader| {
-            let Some(remembered) = &mut reader.remembered else { return load(&mut reader.conn, &read) };
+            let Some(remembered) = &self.remembered else { return load(&mut reader.conn, &read) };
             let version = diesel_async::RunQueryDsl::get_result::<i64>(DataVersion, &mut reader.conn);
-            let version = inline(version)??;
+            let version = Some(inline(version)??);
+            if reader.seen != version {
+                reader.seen = version;
+                self.epoch.fetch_add(1, Ordering::AcqRel);
+            }
+            let epoch = self.epoch.load(Ordering::Acquire);
             match remembered.get(&read) {
-                Some((at, found)) if at == version => Ok(found.to_vec()),
+                Some((at, found)) if at == epoch => Ok(found.to_vec()),
                 _ => {
-                    // Read after the version: what it reads is at least as new, never older.
+                    // Loaded after the epoch was taken: at least as new as it, never older.
                     let found = load(&mut reader.conn, &read)?;
-                    remembered.insert(read, version, found.as_slice().into());
+                    remembered.insert(read, epoch, found.as_slice().into());
                     Ok(found)
                 }
             }
@@ -106,7 +126,7 @@ impl Readers {
             None => {
                 let conn = inline(open(&self.url, &self.setup_sql))??;
                 self.open.fetch_add(1, Ordering::Relaxed);
-                slot.insert(Reader { conn, remembered: Remembered::new(self.cache) })
+                slot.insert(Reader { conn, seen: None })
             }
         };
         let out = work(reader);

@@ -41,8 +41,8 @@ const MIGRATION_LOCK: i64 = 0x7072_6566_735f_6d69; // "prefs_mi"
 /// PostgreSQL, chosen by the database URL. Cloning is cheap and shares the connections.
 ///
 /// It remembers the users it provisions ([`StoreConfig::user_cache`]), so that
-/// [`UserStore::provision`] of a known subject and username needs no query. Each thread also
-/// remembers the namespaces and single preferences it read, while they are still right
+/// [`UserStore::provision`] of a known subject and username needs no query. It also remembers
+/// the namespaces and single preferences its reads found, while they are still right
 /// ([`StoreConfig::namespace_cache_bytes`]). A remembered user stays right while it exists: ids
 /// are never reused, and a changed username misses the cache. A user removed meanwhile (by
 /// `prefs users remove` or another instance) is noticed by the next read or write for it, which

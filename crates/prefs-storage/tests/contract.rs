@@ -92,6 +92,7 @@ contract! {
     tokio::test => reads_of_an_unknown_user_are_user_not_found,
     tokio::test => a_user_removed_through_another_instance_is_noticed,
     tokio::test => writes_through_another_instance_are_read_at_once,
+    tokio::test(flavor = "multi_thread", worker_threads = 2) => every_thread_reads_a_write_at_once,
     tokio::test => json_values_round_trip_exactly,
     tokio::test => rows_written_by_others_read_back_as_stored,
     tokio::test => migrations_run_twice_are_a_no_op,
@@ -584,6 +585,57 @@ async fn writes_through_another_instance_are_read_at_once(fx: Fixture) {
     );
     assert!(other.remove_user(alice.id).await.unwrap());
     assert!(matches!(fx.store.namespace(alice.id, &GLOBAL).await, Err(Error::UserNotFound)));
+}
+
+/// Every thread reads an acknowledged write at once, though each remembered the answer before it
+/// (a store's threads share what they remember), whether the write went through this instance
+/// or another.
+async fn every_thread_reads_a_write_at_once(fx: Fixture) {
+    const THREADS: usize = 4;
+    const ROUNDS: i64 = 10;
+    let other = fx.impatient_store(2).await;
+    let alice = user(&fx.store, "alice").await;
+    put(&fx.store, &alice, &GLOBAL, "n", json!(0)).await;
+    let barrier = Arc::new(std::sync::Barrier::new(THREADS + 1));
+    // Each reader keeps to the rounds whatever it reads, and reports what it read: a reader that
+    // stopped halfway would leave the others waiting at the barrier.
+    let readers: Vec<_> = (0..THREADS)
+        .map(|_| {
+            let (store, barrier, user) = (fx.store.clone(), barrier.clone(), alice.id);
+            std::thread::spawn(move || {
+                let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+                let read = || {
+                    let found = runtime.block_on(store.namespace(user, &GLOBAL));
+                    let values =
+                        |found: Vec<Preference>| found.into_iter().map(|p| p.value.into_json()).collect();
+                    found.map(values).map_err(|e| e.to_string())
+                };
+                let mut wrong: Vec<(i64, Result<Vec<Value>, String>)> = Vec::new();
+                for round in 0..ROUNDS {
+                    for expected in [round, round] {
+                        wrong
+                            .extend(Some((expected, read())).filter(|(n, read)| *read != Ok(vec![json!(n)])));
+                    }
+                    barrier.wait();
+                    // The next value is written and acknowledged meanwhile.
+                    barrier.wait();
+                    wrong.extend(Some((round + 1, read())).filter(|(n, read)| *read != Ok(vec![json!(n)])));
+                }
+                wrong
+            })
+        })
+        .collect();
+    let wait = |barrier: Arc<std::sync::Barrier>| tokio::task::spawn_blocking(move || barrier.wait());
+    for round in 1..=ROUNDS {
+        wait(barrier.clone()).await.unwrap();
+        let writer = if round % 2 == 0 { &fx.store } else { &other };
+        put(writer, &alice, &GLOBAL, "n", json!(round)).await;
+        wait(barrier.clone()).await.unwrap();
+    }
+    for reader in readers {
+        let wrong = reader.join().unwrap();
+        assert!(wrong.is_empty(), "expected value, then what was read instead: {wrong:?}");
+    }
 }
 
 async fn a_user_removed_through_another_instance_is_noticed(fx: Fixture) {

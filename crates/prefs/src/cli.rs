@@ -142,9 +142,9 @@ pub struct DatabaseArgs {
     /// Users remembered by subject, so a token resolves without a query; 0 turns it off.
     #[arg(long, env = "PREFS_USER_CACHE", default_value_t = StoreConfig::DEFAULT_USER_CACHE)]
     pub user_cache: usize,
-    /// Memory (bytes, estimated) each worker thread spends remembering the namespaces and single
-    /// preferences it read, each used only while still right (SQLite: no commit since; PostgreSQL:
-    /// the user unchanged since); 0 turns it off.
+    /// Memory (bytes, estimated, in all) spent remembering the namespaces and single preferences
+    /// reads found, each used only while still right (SQLite: no commit since; PostgreSQL: the
+    /// user unchanged since); 0 turns it off.
     #[arg(long, env = "PREFS_NAMESPACE_CACHE_BYTES", default_value_t = StoreConfig::DEFAULT_NAMESPACE_CACHE_BYTES)]
     pub namespace_cache_bytes: u64,
 }
