@@ -70,7 +70,6 @@ struct Weighed {
 }
 
 /// Weighs a remembered answer by its [`weight`], computed once, when it is cached.
-
 #[derive(Clone)]
 struct ByWeight;
 
@@ -234,8 +233,8 @@ const BATCH: usize = 128;
 /// all, then gives up as [`Failure::TimedOut`].
 ///
 /// A remembered answer ([`PgPools::remembered`]) is used when the query finds the user still at
-/// the version it was read at: every transaction that writes a user's preferences moves the user to a new
-/// version, so the remembered answer is what a read would find now.
+/// the version it was read at: every transaction that writes a user's preferences moves the user
+/// to a new version, so the remembered answer is what a read would find now.
 pub(crate) async fn batched(pools: &Arc<PgPools>, read: Read, wait: Duration) -> Answer {
     let (answer, answered) = oneshot::channel();
     let queue = pools.queue();
