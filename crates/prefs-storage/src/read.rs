@@ -57,7 +57,8 @@ impl Remembered {
 
     /// Remembers that `read` found `preferences` at `version`.
     pub(crate) fn insert(&self, read: Read, version: i64, preferences: Arc<[Preference]>) {
-        self.0.insert(read.clone(), Weighed { weight: weight(&read, &preferences), version, preferences });
+        let weight = weight(&read, &preferences);
+        self.0.insert(read, Weighed { weight, version, preferences });
     }
 }
 
