@@ -16,11 +16,20 @@
 # traversable by that user), PREFS_PG_FSYNC (default off; `on` for a durable server: fsync,
 # synchronous_commit and full_page_writes on, as the crash and outage tests want). Authentication
 # is `trust`, and the server listens on 127.0.0.1 only.
+#
+# PREFS_PG_TLS=1 (what `make test` uses): the server speaks TLS only (pg_hba `hostssl`, no `host`
+# line), with a certificate for 127.0.0.1 and localhost signed by a CA this script makes with
+# openssl (in $DIR/tls: ca.pem, and other-ca.pem, a CA that signed nothing, for the tests of
+# untrusted certificates); the URL carries `sslmode=verify-full&sslrootcert=$DIR/tls/ca.pem`. Its
+# default port is then 55433, so that it never meets a plain cluster left on 55432.
 set -euo pipefail
 
-PORT="${PREFS_PG_PORT:-55432}"
+TLS="${PREFS_PG_TLS:-0}"
+if [[ "$TLS" == 1 ]]; then DEFAULT_PORT=55433; else DEFAULT_PORT=55432; fi
+PORT="${PREFS_PG_PORT:-$DEFAULT_PORT}"
 DIR="${PREFS_PG_DIR:-${TMPDIR:-/tmp}/prefs-pg-${PORT}}"
 URL="postgres://postgres@127.0.0.1:${PORT}/postgres"
+if [[ "$TLS" == 1 ]]; then URL+="?sslmode=verify-full&sslrootcert=$DIR/tls/ca.pem"; fi
 
 log() { echo "postgres.sh: $*" >&2; }
 die() { log "$*"; exit 1; }
@@ -57,6 +66,32 @@ ensure_installed() {
     [[ -n "$BIN" ]] || die "initdb still not found after installing postgresql"
 }
 
+# A CA, and a server certificate it signs for 127.0.0.1 and localhost, in $DIR/tls; pg_hba.conf
+# then takes TLS connections only (and the owner over the Unix socket).
+setup_tls() {
+    local tls="$DIR/tls"
+    [[ -f "$tls/server.crt" ]] && return
+    command -v openssl >/dev/null || die "openssl is needed for PREFS_PG_TLS=1"
+    log "making a CA and a server certificate in $tls"
+    mkdir -p "$tls"
+    (
+        cd "$tls"
+        for ca in ca other-ca; do
+            openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=prefs test $ca" \
+                -keyout "$ca.key" -out "$ca.pem" -addext basicConstraints=critical,CA:TRUE \
+                -addext keyUsage=critical,keyCertSign,cRLSign 2>/dev/null
+        done
+        openssl req -newkey rsa:2048 -nodes -subj "/CN=localhost" -keyout server.key -out server.csr 2>/dev/null
+        printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n' >server.ext
+        openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 3650 \
+            -extfile server.ext -out server.crt 2>/dev/null
+        chmod 600 server.key
+        chmod 644 ca.pem other-ca.pem server.crt
+    )
+    if is_root; then chown -R postgres:postgres "$tls"; fi
+    as_owner sh -c "printf '%s\n' 'local all all trust' 'hostssl all all 127.0.0.1/32 trust' 'hostssl all all ::1/128 trust' >'$DIR/pg_hba.conf'"
+}
+
 running() {
     [[ -f "$DIR/PG_VERSION" ]] && as_owner "$BIN/pg_ctl" -D "$DIR" status >/dev/null 2>&1
 }
@@ -80,8 +115,12 @@ start() {
         log "creating a cluster in $DIR"
         as_owner "$BIN/initdb" -D "$DIR" -A trust -U postgres -E UTF8 --no-sync >&2
     fi
+    if [[ "$TLS" == 1 ]]; then setup_tls; fi
     log "starting on 127.0.0.1:$PORT"
     local options="-p $PORT -k $DIR -c listen_addresses=127.0.0.1 -c max_connections=300"
+    if [[ "$TLS" == 1 ]]; then
+        options+=" -c ssl=on -c ssl_cert_file=$DIR/tls/server.crt -c ssl_key_file=$DIR/tls/server.key"
+    fi
     if [[ "${PREFS_PG_FSYNC:-off}" == on ]]; then
         options+=" -c fsync=on -c synchronous_commit=on -c full_page_writes=on"
     else

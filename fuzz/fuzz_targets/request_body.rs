@@ -12,8 +12,13 @@ use serde_json::Value;
 fuzz_target!(|data: &[u8]| {
     let limits = Limits { max_keys: 16, max_value_bytes: 4096, ..Limits::default() };
     let Ok(body) = serde_json::from_slice::<Value>(data) else { return };
-    if let Ok(patch) = edx::normalize_patch(&body) {
-        assert!(patch.values().all(|v| v.is_null() || v.as_str().is_some_and(|s| !s.trim().is_empty())));
+    let text = std::str::from_utf8(data).expect("JSON text is UTF-8");
+    if let Ok(patch) = edx::normalize_patch(text) {
+        assert!(patch.values().all(|v| v.is_null()
+            || v.as_str().is_some_and(|s| !s.trim().is_empty() && !s.contains('\0'))));
+    }
+    if let Ok(python) = edx::Python::from_json(text) {
+        let _ = python.str();
     }
     if let Value::Object(members) = &body {
         for plan in [merge_patch(&[], members, &limits), replace_all(&[], members, &limits)] {

@@ -11,6 +11,7 @@ import socket
 import subprocess
 import tempfile
 import time
+import urllib.parse
 import uuid
 
 import jwt
@@ -148,6 +149,8 @@ def scratch_postgres(admin_url, prefix="prefs_e2e"):
     name = f"{prefix}_{uuid.uuid4().hex[:12]}"
     subprocess.run(["psql", admin_url, "-qc", f"CREATE DATABASE {name}"], check=True, timeout=60)
     try:
-        yield admin_url.rsplit("/", 1)[0] + f"/{name}"
+        # The same server and query (`sslmode=verify-full&sslrootcert=…` on a TLS-only server).
+        parts = urllib.parse.urlsplit(admin_url)
+        yield urllib.parse.urlunsplit(parts._replace(path=f"/{name}"))
     finally:
         subprocess.run(["psql", admin_url, "-qc", f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"], timeout=60)

@@ -12,7 +12,15 @@ kills them, stops their database, locks it, starves their pool and drips bytes a
 - pool exhaustion (pool of 2, a table lock, 64 clients) and slow clients (1,000 slowloris sockets);
 - graceful shutdown: SIGTERM with requests in flight (held by a table lock, so they are surely in
   flight; one of them on the actix worker that did not open its database connection), and
-  SIGTERM mid-burst.
+  SIGTERM mid-burst;
+- failover: a primary and a synchronous streaming standby (`pg_basebackup -R`), prefs given both
+  hosts with `target_session_attrs=read-write`, clients writing as fast as they can; the primary
+  is stopped with `pg_ctl stop -m immediate` and the standby promoted: prefs serves again without a
+  restart, and every acknowledged write is on the new primary (clusters of its own, on
+  PREFS_RELIABILITY_PG_PORT + 10 and + 11);
+- a damaged SQLite file: a page of `preferences`, or of `users`, overwritten with garbage; every
+  read and write that meets it is a clean 500 (501 in the namespace dialect) within 1 s, memory
+  stays bounded (the server runs under a 1 GiB address-space cap), SIGTERM still exits 0.
 
 PostgreSQL runs in a private throwaway cluster (`tests/postgres.sh` with PREFS_PG_PORT, default
 55442, never the shared 55432 one, and PREFS_PG_FSYNC=on), halted and restarted by the outage test
@@ -20,7 +28,8 @@ and removed at the end.
 Talks to 127.0.0.1 only; every loop is bounded in count and time; every request has a timeout.
 
 usage: reliability.py PATH_TO_PREFS [--only NAME[,NAME...]] [--no-postgres] [--keep]
-       (NAME: crash, graceful, lost, pool, outage, two, slowloris; --keep keeps databases and logs)
+       (NAME: crash, graceful, lost, pool, outage, two, failover, slowloris, damaged; --keep keeps databases
+       and logs)
 env:   PREFS_RELIABILITY_PG_PORT (default 55442), PREFS_RELIABILITY_SEED (random seed, printed)
 Ends with one line `N passed, N failed`; exits 1 if anything failed.
 """
@@ -30,6 +39,8 @@ import json
 import os
 import random
 import select
+import shlex
+import shutil
 import signal
 import socket
 import sqlite3
@@ -290,7 +301,7 @@ class Burst:
             sent_at = time.time()
             if kind == "edx":
                 value = f"v{i}"
-                body = {key: value, "bad-flag": True} if invalid else {key: value}
+                body = {key: value, "bad-flag": "  "} if invalid else {key: value}
                 r, _ = attempt(session, "PATCH", f"{self.server.base}{EDX}/{user}", tokens[user], body, MERGE)
             else:
                 value = i
@@ -739,6 +750,170 @@ def test_outage_postgres(binary, pg, log_dir):
     check("outage postgres: SIGTERM exits 0", server.terminate() == 0)
 
 
+class Failover:
+    """A primary (tests/postgres.sh, durable) and a synchronous streaming standby of it, made with
+    `pg_basebackup -R` on the next port."""
+
+    def __init__(self, port):
+        self.primary = Postgres(port)
+        self.primary.env.pop("PREFS_PG_TLS", None)  # the URLs below are plain
+        self.port, self.standby_port = port, port + 1
+        self.standby_dir = os.path.join(tempfile.gettempdir(), f"prefs-pg-{self.standby_port}")
+        self.bin = self._bindir()
+
+    @staticmethod
+    def _bindir():
+        out = subprocess.run(["pg_config", "--bindir"], capture_output=True, text=True)
+        candidates = [out.stdout.strip()] if out.returncode == 0 else []
+        candidates += sorted((os.path.join("/usr/lib/postgresql", v, "bin")
+                              for v in os.listdir("/usr/lib/postgresql")), reverse=True) \
+            if os.path.isdir("/usr/lib/postgresql") else []
+        for d in candidates:
+            if os.path.exists(os.path.join(d, "pg_ctl")) and os.path.exists(os.path.join(d, "pg_basebackup")):
+                return d
+        raise RuntimeError("no pg_ctl and pg_basebackup found")
+
+    @staticmethod
+    def as_owner(command):
+        return (["runuser", "-u", "postgres", "--"] if os.getuid() == 0 else []) + command
+
+    def run(self, command, timeout=120):
+        out = subprocess.run(self.as_owner(command), capture_output=True, text=True, timeout=timeout)
+        if out.returncode != 0:
+            raise RuntimeError(f"{command[0]} failed: {out.stderr[-2000:]}")
+        return out.stdout
+
+    def pg_ctl(self, *args, timeout=120):
+        return self.run([os.path.join(self.bin, "pg_ctl"), *args], timeout=timeout)
+
+    def primary_dir(self):
+        return os.path.join(tempfile.gettempdir(), f"prefs-pg-{self.port}")
+
+    def standby_url(self, db="postgres"):
+        return f"postgres://postgres@127.0.0.1:{self.standby_port}/{db}"
+
+    def start(self):
+        self.destroy()
+        admin = self.primary.start()
+        subprocess.run(self.as_owner(["mkdir", "-p", self.standby_dir]), check=True)
+        os.chmod(self.standby_dir, 0o700)
+        self.run([os.path.join(self.bin, "pg_basebackup"), "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres",
+                  "-D", self.standby_dir, "-R", "-X", "stream", "--no-sync"], timeout=300)
+        options = (f"-p {self.standby_port} -k {self.standby_dir} -c listen_addresses=127.0.0.1 "
+                   "-c max_connections=300 -c cluster_name=standby1 -c fsync=on -c synchronous_commit=on")
+        self.pg_ctl("-D", self.standby_dir, "-l", os.path.join(self.standby_dir, "server.log"), "-w", "-t", "60",
+                    "-o", options, "start")
+        # Synchronous: a commit is acknowledged once the standby has it.
+        self.primary.psql(admin, "ALTER SYSTEM SET synchronous_standby_names = 'standby1'")
+        self.primary.psql(admin, "SELECT pg_reload_conf()")
+        deadline = time.time() + 30
+        while time.time() < deadline:
+            if self.primary.psql(admin, "SELECT sync_state FROM pg_stat_replication") == "sync":
+                return admin
+            time.sleep(0.2)
+        raise RuntimeError("the standby never became synchronous")
+
+    def crash_primary(self):
+        self.pg_ctl("-D", self.primary_dir(), "-m", "immediate", "-w", "stop")
+
+    def promote(self):
+        self.pg_ctl("-D", self.standby_dir, "-w", "-t", "60", "promote")
+
+    def destroy(self):
+        for d in (self.standby_dir, self.primary_dir()):
+            if os.path.exists(os.path.join(d, "PG_VERSION")):
+                subprocess.run(self.as_owner([os.path.join(self.bin, "pg_ctl"), "-D", d, "-m", "immediate", "-w",
+                                              "stop"]), capture_output=True, timeout=120)
+        shutil.rmtree(self.standby_dir, ignore_errors=True)
+        self.primary.destroy()
+
+
+def test_failover_postgres(binary, log_dir, port, writers=8, before=3.0, after=4.0):
+    """Clients write as fast as they can through one prefs given both hosts; the primary dies
+    (`-m immediate`) and the synchronous standby is promoted. prefs serves again within seconds,
+    without a restart, and every acknowledged write is on the new primary."""
+    cluster = Failover(port)
+    try:
+        admin = cluster.start()
+        db = f"rel_failover_{uuid.uuid4().hex[:8]}"
+        cluster.primary.psql(admin, f"CREATE DATABASE {db}")
+        url = (f"postgres://postgres@127.0.0.1:{cluster.port},127.0.0.1:{cluster.standby_port}/{db}"
+               "?target_session_attrs=read-write")
+        server = Server(binary, url, log_dir, env={"PREFS_DB_POOL_TIMEOUT": f"{POOL_WAIT:g}s"}, name="failover-pg")
+        acked = {}  # writer -> the last value acknowledged
+        outcomes = {}  # status (or "no answer") -> count
+        first_failure, recovered = [], []  # times
+        stop = threading.Event()
+        crashed_at = [None]
+        lock = threading.Lock()
+
+        def writer(i):
+            session, user = requests.Session(), f"writer{i}"
+            tok = token(user)
+            n = 0
+            while not stop.is_set():
+                n += 1
+                sent = time.time()
+                r, _ = attempt(session, "PATCH", f"{server.base}{EDX}/{user}", tok, {"n": str(n)}, MERGE,
+                               timeout=(3, 10))
+                status = r.status_code if r is not None else "no answer"
+                with lock:
+                    outcomes[status] = outcomes.get(status, 0) + 1
+                    if status == 204:
+                        acked[user] = n
+                        # The first write sent after the first failure and acknowledged.
+                        if first_failure and sent > first_failure[0] and not recovered:
+                            recovered.append(time.time())
+                    elif crashed_at[0] and not first_failure:
+                        first_failure.append(time.time())
+                if status != 204:
+                    time.sleep(0.05)
+
+        threads = [threading.Thread(target=writer, args=(i,), daemon=True) for i in range(writers)]
+        for t in threads:
+            t.start()
+        time.sleep(before)
+        with lock:
+            before_crash = dict(outcomes)
+        crashed_at[0] = time.time()
+        cluster.crash_primary()
+        cluster.promote()
+        promoted_at = time.time()
+        # Writers go on until prefs writes again, and a little longer.
+        deadline = promoted_at + 30
+        while time.time() < deadline and not recovered:
+            time.sleep(0.05)
+        time.sleep(after)
+        stop.set()
+        for t in threads:
+            t.join(30)
+        check("failover: every writer thread finishes", not any(t.is_alive() for t in threads))
+        check("failover: writes before the crash", before_crash.get(204, 0) > 0, str(before_crash))
+        check("failover: writes again after the promotion, without a restart", bool(recovered) and server.alive(),
+              f"{outcomes} {server.log_tail()}")
+        r = requests.get(server.base + "/readyz", timeout=TIMEOUT)
+        check("failover: /readyz 200 on the new primary", r.status_code == 200, describe(r) + server.log_tail())
+        # Every acknowledged write is on the new primary: each writer's value is the last one
+        # acknowledged, or the one after it (sent, committed, its answer lost in the crash).
+        rows = cluster.primary.psql(cluster.standby_url(db),
+                                    "SELECT u.username, p.value FROM preferences p JOIN users u ON u.id = p.user_id "
+                                    "WHERE p.key = 'n'")
+        found = {user: int(json.loads(value)) for user, value in (line.split("|", 1) for line in rows.splitlines())}
+        lost = {user: (n, found.get(user)) for user, n in acked.items()
+                if found.get(user) is None or found[user] < n}
+        check("failover: every acknowledged write is on the new primary", not lost and len(acked) == writers,
+              f"lost (acknowledged, found): {lost}")
+        gap = (recovered[0] - first_failure[0]) if recovered and first_failure else None
+        info(f"failover: primary stopped -m immediate and standby promoted in {promoted_at - crashed_at[0]:.2f} s; "
+             f"prefs wrote again {recovered[0] - crashed_at[0]:.2f} s after the crash "
+             f"({recovered[0] - promoted_at:.2f} s after the promotion; first failure to first success "
+             f"{gap:.2f} s); answers {outcomes}: {outcomes.get(204, 0)} writes acknowledged, all on the new primary: "
+             f"{not lost}" if recovered and gap is not None else f"failover: no recovery; answers {outcomes}")
+        check("failover: SIGTERM exits 0", server.terminate() == 0)
+    finally:
+        cluster.destroy()
+
+
 def test_lock_sqlite(binary, sqlite, log_dir):
     """The SQLite analogue of an outage: another process holds `BEGIN EXCLUSIVE`."""
     url = sqlite.new_db("locked")
@@ -935,7 +1110,7 @@ def test_if_match_counter(servers, label, dialect, workers=50, increments=2):
     r, _ = c.read(session, servers[0].base)
     etag = r.headers.get("ETag") if r is not None else None
     if not check(f"{name}: GET gives a strong ETag", etag is not None and etag.startswith('"'),
-                 f"ETag: {etag!r} (SPEC 3.5: GET answers a strong ETag; pending ETag support?)"):
+                 f"ETag: {etag!r} (docs/contract.md §3.5: GET answers a strong ETag; pending ETag support?)"):
         return
     stale, _ = c.write(session, servers[0].base, 2, {"If-Match": '"stale-etag"'})
     check(f"{name}: a stale If-Match is 412 in the dialect's format", stale is not None and
@@ -1198,6 +1373,228 @@ def test_slowloris(binary, sqlite, log_dir, sockets=1000, duration=8.0):
 
 
 # ---------------------------------------------------------------------------------------------
+# 7. A damaged SQLite file
+
+DAMAGE_CAP_MB = 1024  # the address space of the servers that meet a damaged file
+DAMAGE_USERS = 120  # each with 3 global and 3 namespace preferences of ~300 bytes: ~70 leaf pages
+DAMAGE_NS = "appD"
+
+
+def capped(binary, log_dir, megabytes=DAMAGE_CAP_MB):
+    """A script that runs `binary` as itself (exec: same process, same pid) with its address space
+    capped at `megabytes` (`ulimit -v`, RLIMIT_AS): a server that takes memory without end dies at
+    the cap instead of taking the machine's."""
+    path = os.path.join(log_dir, f"prefs-capped-{megabytes}m.sh")
+    with open(path, "w") as f:
+        f.write(f"#!/bin/sh\nulimit -v {megabytes * 1024}\nexec {shlex.quote(binary)} \"$@\"\n")
+    os.chmod(path, 0o755)
+    return path
+
+
+def leaf_pages(path, table):
+    """The page size of the SQLite file `path` and the leaf pages of `table`, walked down its
+    b-tree from the root page (SQLite's file format, §1.6: an interior table page, type 0x05,
+    holds a child page number at the start of each cell and one more at offset 8; a leaf, type
+    0x0D, the rows)."""
+    con = sqlite3.connect(path)
+    try:
+        page_size = con.execute("PRAGMA page_size").fetchone()[0]
+        root = con.execute("SELECT rootpage FROM sqlite_master WHERE type = 'table' AND name = ?",
+                           (table,)).fetchone()[0]
+    finally:
+        con.close()
+    with open(path, "rb") as f:
+        data = f.read()
+
+    def number(at, size):
+        return int.from_bytes(data[at:at + size], "big")
+
+    def walk(page):
+        start = (page - 1) * page_size
+        header = start + (100 if page == 1 else 0)  # page 1 starts with the file header
+        if data[header] == 0x0D:
+            return [page]
+        cells = number(header + 3, 2)
+        children = [number(start + number(header + 12 + 2 * i, 2), 4) for i in range(cells)]
+        return [leaf for child in children + [number(header + 8, 4)] for leaf in walk(child)]
+
+    return page_size, walk(root)
+
+
+def damage(source, target, page, page_size):
+    """Copies `source` to `target` and overwrites 2,000 bytes in the middle of `page` of the copy
+    with garbage (the same for a given page)."""
+    shutil.copyfile(source, target)
+    with open(target, "r+b") as f:
+        f.seek((page - 1) * page_size + page_size // 2 - 1000)
+        f.write(random.Random(page).randbytes(2000))
+
+
+def fails_after(path, sql, args):
+    """How many rows `sql` reads from the file `path` before an error, or None if it reads them all."""
+    con = sqlite3.connect(path)
+    read = 0
+    try:
+        for _ in con.execute(sql, args):
+            read += 1
+        return None
+    except sqlite3.DatabaseError:
+        return read
+    finally:
+        con.close()
+
+
+def seed_damage(binary, sqlite, log_dir):
+    """A database of DAMAGE_USERS users, each with 3 global and 3 DAMAGE_NS preferences of ~300
+    bytes, written one user at a time (so one user's rows lie together), checkpointed and closed:
+    (path, {user id: (username, subject, id of a global preference)})."""
+    url = sqlite.new_db("damage")
+    server = Server(binary, url, log_dir, name="damage-seed")
+    session = requests.Session()
+    failures = []
+    for i in range(DAMAGE_USERS):
+        user = f"d{i:03d}"
+        r = send(session, "PATCH", f"{server.base}{EDX}/{user}", token(user),
+                 {f"k{j}": f"{user}-{j}-" + "x" * 300 for j in range(3)}, MERGE)
+        if r.status_code != 204:
+            failures.append(describe(r))
+        r = send(session, "PUT", f"{server.base}/preferences/{DAMAGE_NS}", ns_token(user, DAMAGE_NS),
+                 {f"n{j}": f"{user}-n{j}-" + "y" * 300 for j in range(3)})
+        if r.status_code != 204:
+            failures.append(describe(r))
+    check("damaged sqlite: seeding succeeds", not failures, f"{len(failures)} failed: {failures[:3]}")
+    check("damaged sqlite: the seeding server exits 0 on SIGTERM", server.terminate() == 0)
+    path = Sqlite.path(url)
+    con = sqlite3.connect(path, isolation_level=None)
+    try:
+        con.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # everything in the main file, the one damaged
+        users = {uid: (username, subject) for uid, username, subject in
+                 con.execute("SELECT id, username, subject FROM users").fetchall()}
+        records = dict(con.execute("SELECT user_id, min(id) FROM preferences WHERE namespace = 'global' "
+                                   "GROUP BY user_id").fetchall())
+    finally:
+        con.close()
+    return path, {uid: (username, subject, records.get(uid, 0)) for uid, (username, subject) in users.items()}
+
+
+def damaged_copy(source, table, users, queries, mid_scan, log_dir):
+    """A copy of `source` with one leaf page of `table` damaged, tried from the middle of the table
+    outwards until one hurts a user: each of the user's `queries(user id)` ((sql, args), as prefs
+    runs them for its requests) fails, and if `mid_scan` one of them only after some rows (the
+    case that a store stepping on after an error never leaves: SQLite starts the statement over
+    and reads those rows again). (path, that user, a user whose queries all succeed) or None."""
+    page_size, leaves = leaf_pages(source, table)
+    for i in sorted(range(len(leaves)), key=lambda i: abs(i - len(leaves) // 2)):
+        path = os.path.join(log_dir, f"damaged-{table}-{leaves[i]}.db")
+        damage(source, path, leaves[i], page_size)
+        read = {uid: [fails_after(path, sql, args) for sql, args in queries(uid)] for uid in users}
+        hurt = [uid for uid, rows in read.items() if None not in rows and (any(rows) or not mid_scan)]
+        whole = [uid for uid, rows in read.items() if rows.count(None) == len(rows)]
+        if hurt and whole:
+            info(f"damaged sqlite: {table} leaf page {leaves[i]} ({i + 1} of {len(leaves)}) damaged: it hurts "
+                 f"{len(hurt)} user(s), e.g. user {hurt[0]} (rows read before each error: {read[hurt[0]]})")
+            return path, hurt[0], whole[0]
+        os.remove(path)
+    return None
+
+
+def damage_probes(user, record_id):
+    """(name, dialect, method, path, token, body, content type): every read and write of `user`."""
+    edx, ns = token(user), ns_token(user, DAMAGE_NS)
+    rec, space = "/api/v2/user/me/preference/", f"/preferences/{DAMAGE_NS}"
+    return [
+        ("edx GET", "edx", "GET", f"{EDX}/{user}", edx, None, None),
+        ("edx PATCH", "edx", "PATCH", f"{EDX}/{user}", edx, {"k0": "changed"}, MERGE),
+        ("edx PUT key", "edx", "PUT", f"{EDX}/{user}/k1", edx, "changed", "application/json"),
+        ("edx DELETE key", "edx", "DELETE", f"{EDX}/{user}/k2", edx, None, None),
+        ("records GET list", "records", "GET", rec, edx, None, None),
+        ("records POST", "records", "POST", rec, edx, {"key": "added", "value": [1]}, "application/json"),
+        ("records PATCH one", "records", "PATCH", f"{rec}{record_id}/", edx, {"value": 2}, "application/json"),
+        ("records DELETE one", "records", "DELETE", f"{rec}{record_id}/", edx, None, None),
+        ("ns GET", "ns", "GET", space, ns, None, None),
+        ("ns PATCH", "ns", "PATCH", space, ns, {"n0": 1}, MERGE),
+        ("ns PUT", "ns", "PUT", space, ns, {"n0": 1}, "application/json"),
+        ("ns PUT key", "ns", "PUT", f"{space}/n1", ns, 1, "application/json"),
+        ("ns DELETE key", "ns", "DELETE", f"{space}/n2", ns, None, None),
+        ("ns DELETE", "ns", "DELETE", space, ns, None, None),
+    ]
+
+
+def internal_shape(dialect, r):
+    """The dialect's error body for an internal error: 500, or 501 in the namespace dialect."""
+    if dialect == "edx":
+        return r.status_code == 500 and edx_shape(r)
+    if dialect == "records":
+        return r.status_code == 500 and records_shape(r, "internal")
+    return r.status_code == 501 and jsonapi_shape(r, "internal")
+
+
+def serve_damaged(binary, path, users, hurt, whole, name, log_dir):
+    """prefs (capped) on the damaged file at `path`: every read and write of the user `hurt`
+    answers 500 (501) in its dialect's format within 1 s, the user `whole` still reads, memory
+    stays bounded, the cause is logged, and SIGTERM stops the process (exit 0)."""
+    env = {"PREFS_WORKERS": "2", "MALLOC_ARENA_MAX": "2"}  # a small address space to start with
+    server = Server(capped(binary, log_dir), f"sqlite://{path}", log_dir, env=env, name=name.replace(" ", "-"))
+    peak, stop = [server.rss_mb()], threading.Event()
+
+    def sample():
+        while not stop.wait(0.02) and server.alive():
+            try:
+                peak[0] = max(peak[0], server.rss_mb())
+            except OSError:  # it ended (and was reaped) meanwhile
+                return
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    session = requests.Session()
+    user, _, record_id = users[hurt]
+    failed, slowest = 0, 0.0
+    for pname, dialect, method, p, tok, body, ctype in damage_probes(user, record_id):
+        r, took = attempt(session, method, server.base + p, tok, body, ctype or "application/json", timeout=(1, 2))
+        failed += r is not None and r.status_code >= 500
+        slowest = max(slowest, took)
+        check(f"{name}: {pname} is {501 if dialect == 'ns' else 500} in the {dialect} format",
+              r is not None and internal_shape(dialect, r), describe(r))
+        check(f"{name}: {pname} answers within 1 s", took <= 1.0, f"{took:.2f} s")
+    healthy = users[whole][0]
+    r, _ = attempt(session, "GET", f"{server.base}{EDX}/{healthy}", token(healthy), timeout=(1, 2))
+    check(f"{name}: a user off the damaged page still reads", r is not None and r.status_code == 200, describe(r))
+    stop.set()
+    sampler.join(5)
+    check(f"{name}: RSS stays under 200 MB", peak[0] < 200, f"{peak[0]:.1f} MB")
+    check(f"{name}: the process is alive", server.alive(), f"exit {server.process.returncode}: {server.log_tail()}")
+    started = time.time()
+    code = server.terminate(wait=10)
+    stopped = time.time() - started
+    check(f"{name}: SIGTERM exits 0 within 5 s", code == 0 and stopped <= 5, f"exit {code} after {stopped:.1f} s")
+    with open(server.log_path, errors="replace") as f:
+        malformed = sum("database disk image is malformed" in line for line in f)
+    check(f"{name}: the cause is logged once per failed request", 0 < malformed == failed,
+          f"{malformed} lines for {failed} failed requests: {server.log_tail()}")
+    info(f"{name}: {failed} requests failed cleanly, the slowest in {slowest * 1000:.0f} ms; RSS max "
+         f"{peak[0]:.1f} MB; SIGTERM took {stopped:.2f} s")
+
+
+def test_damaged_sqlite(binary, sqlite, log_dir):
+    """A page of `preferences`, and one of `users`, overwritten in its middle (`PRAGMA
+    integrity_check`: "On tree page N cell M: ..."): every request that meets it is a clean 500."""
+    source, users = seed_damage(binary, sqlite, log_dir)
+
+    def namespaces(uid):
+        sql = "SELECT * FROM preferences WHERE user_id = ? AND namespace = ?"
+        return [(sql, (uid, namespace)) for namespace in ("global", DAMAGE_NS)]
+
+    def subject(uid):
+        return [("SELECT * FROM users WHERE subject = ?", (users[uid][1],))]
+
+    for table, queries, mid_scan in (("preferences", namespaces, True), ("users", subject, False)):
+        found = damaged_copy(source, table, users, queries, mid_scan, log_dir)
+        if check(f"damaged sqlite: a damaged {table} page hurts a user", found is not None):
+            path, hurt, whole = found
+            serve_damaged(binary, path, users, hurt, whole, f"damaged sqlite {table}", log_dir)
+
+
+# ---------------------------------------------------------------------------------------------
 
 
 def timed(name, function, *args):
@@ -1215,7 +1612,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("binary")
     parser.add_argument("--only", default="", help="comma-separated test names (crash, graceful, outage, lost, "
-                                                   "two, pool, slowloris)")
+                                                   "two, failover, pool, slowloris, damaged)")
     parser.add_argument("--no-postgres", action="store_true")
     parser.add_argument("--keep", action="store_true", help="keep the databases and server logs (path printed)")
     args = parser.parse_args()
@@ -1259,8 +1656,13 @@ def main():
                     timed("postgres outage", test_outage_postgres, binary, pg, directory)
             if wanted("two") and pg and pg.admin:
                 timed("two instances postgres", test_two_instances, binary, pg, directory)
+            if wanted("failover") and not args.no_postgres:
+                failover_port = int(os.environ.get("PREFS_RELIABILITY_PG_PORT", "55442")) + 10
+                timed("failover postgres", test_failover_postgres, binary, directory, failover_port)
             if wanted("slowloris"):
                 timed("slowloris", test_slowloris, binary, sqlite, directory)
+            if wanted("damaged"):
+                timed("damaged sqlite", test_damaged_sqlite, binary, sqlite, directory)
         finally:
             for process in servers_started:
                 if process.poll() is None:

@@ -50,9 +50,9 @@ def edx(s, label):
     check(f"{label} edx admin write", s.call("PUT", f"{base}/alice/pref-lang", ada, "de").status_code == 204)
     r = s.call("PATCH", f"{base}/alice", alice, {"a": "b"}, "application/json")
     check(f"{label} edx 415", r.status_code == 415, r.text)
-    r = s.call("PATCH", f"{base}/alice", alice, {"flag": True, "time_zone": "Mars/Base"},
+    r = s.call("PATCH", f"{base}/alice", alice, {"!!": "x", "nul": "\u0000", "time_zone": "Mars/Base"},
                "application/merge-patch+json")
-    check(f"{label} edx field_errors", r.status_code == 400 and set(r.json()["field_errors"]) == {"flag", "time_zone"},
+    check(f"{label} edx field_errors", r.status_code == 400 and set(r.json()["field_errors"]) == {"!!", "nul", "time_zone"},
           r.text)
     r = s.call("GET", f"{base}/alice")
     check(f"{label} edx 401", r.status_code == 401 and r.headers.get("WWW-Authenticate") == "Bearer", r.text)
@@ -214,12 +214,57 @@ def dev_mode(binary, label):
             process.wait(timeout=30)
 
 
+FIXTURES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "crates", "prefs", "tests", "fixtures")
+
+
+def jwks_file_on_sighup(binary, label):
+    """A JWK set file is re-read on SIGHUP even when its size and time did not change (a
+    provider's key moved to another `kid`): the old `kid` is refused, the new one accepted."""
+    from jwt.algorithms import RSAAlgorithm
+    with open(os.path.join(FIXTURES, "rs256-private.pem"), "rb") as f:
+        private = f.read()
+    public = jwt.algorithms.RSAAlgorithm(jwt.algorithms.RSAAlgorithm.SHA256).prepare_key(private).public_key()
+    jwk = json.loads(RSAAlgorithm.to_jwk(public))
+
+    def key_set(kid):
+        return json.dumps({"keys": [{**jwk, "kid": kid, "alg": "RS512", "use": "sig"}]})
+
+    def signed(kid):
+        claims = {"sub": "sub-hup", "preferred_username": "hup", "exp": int(time.time()) + 600}
+        return jwt.encode(claims, private, algorithm="RS512", headers={"kid": kid})
+
+    with tempfile.TemporaryDirectory() as directory:
+        path = os.path.join(directory, "jwks.json")
+        with open(path, "w") as f:
+            f.write(key_set("kid-a"))
+        stamp = os.stat(path)
+        server = Server(binary, f"sqlite://{directory}/hup.db", env={"PREFS_JWT_JWKS_FILE": path})
+        try:
+            status = lambda kid: server.call("GET", "/api/user/v1/preferences/hup", signed(kid)).status_code
+            check(f"{label} JWK set file: its key signs", status("kid-a") == 200)
+            with open(path, "w") as f:
+                f.write(key_set("kid-b"))  # the same length
+            os.utime(path, ns=(stamp.st_atime_ns, stamp.st_mtime_ns))
+            time.sleep(2)
+            check(f"{label} JWK set file: unchanged size and time, not re-read", status("kid-b") == 401)
+            server.process.send_signal(signal.SIGHUP)
+            deadline = time.time() + 5
+            while time.time() < deadline and status("kid-b") != 200:
+                time.sleep(0.1)
+            check(f"{label} JWK set file: re-read on SIGHUP", status("kid-b") == 200)
+            check(f"{label} JWK set file: the withdrawn kid is refused", status("kid-a") == 401)
+            check(f"{label} SIGHUP leaves the server up", server.alive())
+        finally:
+            check(f"{label} SIGTERM after SIGHUP exits 0", server.terminate() == 0)
+
+
 def main():
     binary = os.path.abspath(sys.argv[1])
     postgres_admin = sys.argv[2] if len(sys.argv) > 2 else None
     with tempfile.TemporaryDirectory() as directory:
         run_backend(binary, f"sqlite://{directory}/prefs.db", "sqlite")
     dev_mode(binary, "dev")
+    jwks_file_on_sighup(binary, "keys")
     if check("postgres admin URL given", postgres_admin, "pass the URL tests/postgres.sh prints"):
         with scratch_postgres(postgres_admin) as url:
             run_backend(binary, url, "postgres")

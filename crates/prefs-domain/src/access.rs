@@ -1,8 +1,8 @@
-//! Who may read and write whose preferences (SPEC 2). Pure functions, tested as a table.
+//! Who may read and write whose preferences (docs/contract.md §2). Pure functions, tested as a table.
 
 use std::collections::BTreeSet;
 
-use crate::model::{ClientId, Username};
+use crate::model::{ClientId, UserId, Username};
 
 /// What an actor wants to do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,6 +39,15 @@ pub struct Principal {
     pub scopes: BTreeSet<String>,
     /// The client application the token was issued to (`client_id`, else `azp`).
     pub client_id: Option<ClientId>,
+    /// The user's integer id at the identity provider (SelfCommunity's and Open edX's `user_id`),
+    /// read from the claim `PREFS_JWT_USER_ID_CLAIM` names; `None` when that is not configured.
+    /// A user first seen takes it as their prefs id ([`UserStore::provision`]), so that prefs
+    /// and the provider name the same person with the same id; a token whose id is not that of
+    /// the user bound to its subject is refused ([`Error::IdentityMismatch`]).
+    ///
+    /// [`UserStore::provision`]: crate::UserStore::provision
+    /// [`Error::IdentityMismatch`]: crate::Error::IdentityMismatch
+    pub provider_id: Option<UserId>,
 }
 
 /// May `actor` do `action` to the preferences of a user (`own` when that user is the actor)?
@@ -89,6 +98,7 @@ mod tests {
             admin: roles.contains(&"admin"),
             scopes: scopes.iter().map(|s| (*s).to_owned()).collect(),
             client_id: client.map(|c| ClientId::parse(c).unwrap()),
+            provider_id: None,
         }
     }
 

@@ -66,6 +66,15 @@ pub enum Error {
     /// The token's username already belongs to another subject.
     #[error("username {0} belongs to another user")]
     UsernameTaken(String),
+    /// The token's user id at the identity provider ([`Principal::provider_id`]) cannot be its
+    /// account's: the user bound to the token's subject has another id, another subject's user
+    /// holds the id, or (at sign-in) the id is not positive. Nothing was written, and two people
+    /// are never merged into one account. The HTTP layer answers 401: the token is not good for
+    /// prefs.
+    ///
+    /// [`Principal::provider_id`]: crate::Principal::provider_id
+    #[error("user id mismatch: the subject's user has another id, or another subject's user has this one")]
+    IdentityMismatch,
     /// The storage backend cannot be reached or timed out; retrying later may work.
     #[error("storage unavailable")]
     Unavailable(#[source] Box<dyn std::error::Error + Send + Sync>),

@@ -12,11 +12,12 @@ mod service;
 
 pub use access::{Action, Decision, Principal};
 pub use conditions::{Condition, ETag, Preconditions, ReadOutcome};
+pub use edx::parse_exact;
 pub use error::{Error, FieldError, Result};
 pub use limits::Limits;
 pub use model::{
-    Change, ClientId, InvalidName, Namespace, Preference, PreferenceId, PreferenceKey, PreferenceValue, User,
-    UserId, Username, depth,
+    Change, ClientId, InvalidName, MAX_NAME_BYTES, Namespace, Preference, PreferenceId, PreferenceKey,
+    PreferenceValue, User, UserId, Username, depth, out_of_range_number, validate_subject,
 };
 pub use ports::{Edit, PreferenceStore, Store, UserStore};
 pub use service::{Actor, PreferenceService, UserRef};

@@ -1,4 +1,4 @@
-//! The configurable limits of SPEC 1 and 4.
+//! The configurable limits of docs/contract.md §1.4 and §4.
 
 /// Size and count limits; each is configurable, and [`Limits::default`] gives the documented
 /// defaults.

@@ -8,7 +8,7 @@ use serde_json::{Map, Value};
 
 use crate::error::{Error, FieldError, Result};
 use crate::limits::Limits;
-use crate::model::{Change, Preference, PreferenceKey, PreferenceValue};
+use crate::model::{Change, MAX_NAME_BYTES, Namespace, Preference, PreferenceKey, PreferenceValue};
 
 /// Validates a key, naming it in the error as the user message Open edX gives.
 ///
@@ -17,10 +17,40 @@ use crate::model::{Change, Preference, PreferenceKey, PreferenceValue};
 /// `invalid-key`.
 pub fn parse_key(key: &str) -> Result<PreferenceKey, FieldError> {
     PreferenceKey::parse(key).map_err(|e| {
-        let code = if key.len() > PreferenceKey::MAX_CHARS { "too-large" } else { "invalid-key" };
+        let code = if key.chars().count() > PreferenceKey::MAX_CHARS { "too-large" } else { "invalid-key" };
         FieldError::new(key, code, format!("Invalid user preference key '{key}'."))
             .with_developer_message(format!("Key '{key}': {e}."))
     })
+}
+
+/// Validates a key of `namespace`: [`parse_key`], and in a client namespace also at most
+/// [`MAX_NAME_BYTES`] bytes, as a member name there is any string of 1 to 255 bytes without
+/// control characters (docs/contract.md §3.3).
+///
+/// # Errors
+/// As [`parse_key`]; code `too-large` for a client namespace's key over the bytes.
+pub fn parse_key_in(namespace: &Namespace, key: &str) -> Result<PreferenceKey, FieldError> {
+    if matches!(namespace, Namespace::Client(_)) && key.len() > MAX_NAME_BYTES {
+        return Err(FieldError::new(key, "too-large", format!("Invalid user preference key '{key}'."))
+            .with_developer_message(format!(
+                "Key '{key}': a member name has at most {MAX_NAME_BYTES} bytes."
+            )));
+    }
+    parse_key(key)
+}
+
+/// Checks the member names of a write to `namespace` with [`parse_key_in`]'s rule in bytes (the
+/// rest of the key rule is checked as the write is planned).
+///
+/// # Errors
+/// [`Error::Invalid`] listing every member name over the bytes.
+pub fn check_member_names(namespace: &Namespace, members: &Map<String, Value>) -> Result<()> {
+    let errors: Vec<FieldError> = members
+        .keys()
+        .filter(|key| key.chars().count() <= PreferenceKey::MAX_CHARS)
+        .filter_map(|key| parse_key_in(namespace, key).err())
+        .collect();
+    if errors.is_empty() { Ok(()) } else { Err(Error::Invalid(errors)) }
 }
 
 /// Plans an RFC 7396 merge patch of a namespace: each member sets its key, `null` deletes it

@@ -36,8 +36,9 @@ impl fmt::Display for PreferenceId {
     }
 }
 
-/// A username as Open edX allows it: 1 to 150 Unicode letters, digits, `_`, space, `.`, `@`,
-/// `+` and `-`, so e-mail-style names work.
+/// A username: 1 to 255 bytes of text without control characters, not blank. That holds what
+/// Open edX allows (e-mail-style names) and what identity providers put in their tokens
+/// (Auth0's `auth0|64f...`, ZITADEL's `id@project`).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(transparent)]
 pub struct Username(String);
@@ -50,22 +51,41 @@ pub struct InvalidName {
     rule: &'static str,
 }
 
-impl Username {
-    /// The longest username accepted, in characters.
-    pub const MAX_CHARS: usize = 150;
+/// The longest subject, username or client id accepted, in bytes.
+pub const MAX_NAME_BYTES: usize = 255;
 
+/// Is `s` 1 to [`MAX_NAME_BYTES`] bytes without control characters?
+fn is_plain_name(s: &str) -> bool {
+    (1..=MAX_NAME_BYTES).contains(&s.len()) && !s.chars().any(char::is_control)
+}
+
+/// Checks a token subject (`sub`): 1 to [`MAX_NAME_BYTES`] bytes. Sign-in and `prefs users add`
+/// apply the same rule.
+///
+/// # Errors
+/// [`InvalidName`] when it is empty or longer.
+pub fn validate_subject(subject: &str) -> Result<(), InvalidName> {
+    if (1..=MAX_NAME_BYTES).contains(&subject.len()) {
+        Ok(())
+    } else {
+        Err(InvalidName { what: "a subject", rule: "a non-empty string of at most 255 bytes" })
+    }
+}
+
+impl Username {
     /// Validates a username.
     ///
     /// # Errors
-    /// [`InvalidName`] when it is empty, longer than [`Self::MAX_CHARS`] or holds a character
-    /// outside the allowed set.
+    /// [`InvalidName`] when it is empty, blank, longer than [`MAX_NAME_BYTES`] or holds a control
+    /// character.
     pub fn parse(s: &str) -> Result<Self, InvalidName> {
-        let allowed = |c: char| c.is_alphanumeric() || matches!(c, '_' | ' ' | '.' | '@' | '+' | '-');
-        let count = s.chars().count();
-        if (1..=Self::MAX_CHARS).contains(&count) && s.chars().all(allowed) && !s.trim().is_empty() {
+        if is_plain_name(s) && !s.trim().is_empty() {
             Ok(Self(s.to_owned()))
         } else {
-            Err(InvalidName { what: "a username", rule: "1 to 150 letters, digits or `_ .@+-` and spaces" })
+            Err(InvalidName {
+                what: "a username",
+                rule: "1 to 255 bytes without control characters, not blank",
+            })
         }
     }
 
@@ -81,7 +101,10 @@ impl fmt::Display for Username {
     }
 }
 
-/// A preference key: 1 to 255 characters from `[A-Za-z0-9_.:-]`. Shared, not copied, when cloned.
+/// A preference key: 1 to 255 characters without control characters (docs/contract.md §1.3), the
+/// rule every stored key follows. Dialects may add their own on top: Open edX's
+/// ([`crate::edx::parse_key`]), and client namespaces' limit in bytes
+/// ([`crate::merge_patch::parse_key_in`]). Shared, not copied, when cloned.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(transparent)]
 pub struct PreferenceKey(Arc<str>);
@@ -93,13 +116,16 @@ impl PreferenceKey {
     /// Validates a key.
     ///
     /// # Errors
-    /// [`InvalidName`] when it is empty, too long or holds a character outside the set.
+    /// [`InvalidName`] when it is empty, longer than [`PreferenceKey::MAX_CHARS`] characters or
+    /// holds a control character.
     pub fn parse(s: &str) -> Result<Self, InvalidName> {
-        let allowed = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b':' | b'-');
-        if (1..=Self::MAX_CHARS).contains(&s.len()) && s.bytes().all(allowed) {
+        if !s.is_empty() && s.chars().count() <= Self::MAX_CHARS && !s.chars().any(char::is_control) {
             Ok(Self(s.into()))
         } else {
-            Err(InvalidName { what: "a preference key", rule: "1 to 255 characters from [A-Za-z0-9_.:-]" })
+            Err(InvalidName {
+                what: "a preference key",
+                rule: "1 to 255 characters without control characters",
+            })
         }
     }
 
@@ -115,8 +141,8 @@ impl fmt::Display for PreferenceKey {
     }
 }
 
-/// A client application's id, naming its preference namespace: 1 to 128 characters from
-/// `[A-Za-z0-9._-]`, and never `global`. Shared, not copied, when cloned.
+/// A client application's id, naming its preference namespace: 1 to 255 bytes without control
+/// characters (a URL, `id@project`), and never `global`. Shared, not copied, when cloned.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(transparent)]
 pub struct ClientId(Arc<str>);
@@ -125,16 +151,15 @@ impl ClientId {
     /// Validates a client id.
     ///
     /// # Errors
-    /// [`InvalidName`] when it is empty, longer than 128 characters, holds a character outside the
-    /// set, or is the reserved `global`.
+    /// [`InvalidName`] when it is empty, longer than [`MAX_NAME_BYTES`], holds a control
+    /// character, or is the reserved `global`.
     pub fn parse(s: &str) -> Result<Self, InvalidName> {
-        let allowed = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-');
-        if (1..=128).contains(&s.len()) && s.bytes().all(allowed) && s != Namespace::GLOBAL {
+        if is_plain_name(s) && s != Namespace::GLOBAL {
             Ok(Self(s.into()))
         } else {
             Err(InvalidName {
                 what: "a client id",
-                rule: "1 to 128 characters from [A-Za-z0-9._-], other than `global`",
+                rule: "1 to 255 bytes without control characters, other than `global`",
             })
         }
     }
@@ -233,12 +258,16 @@ impl PreferenceValue {
     /// Validates a value against `limits`; `field` names it in the error.
     ///
     /// # Errors
-    /// A [`FieldError`] with code `null` for a top-level `null`, `too-deep` when containers nest
+    /// A [`FieldError`] with code `null` for a top-level `null`, `invalid-value` for a number out
+    /// of range ([`out_of_range_number`]), `too-deep` when containers nest
     /// deeper than [`Limits::max_depth`], and `too-large` when it serializes to more than
     /// [`Limits::max_value_bytes`].
     pub fn new(value: Value, field: &str, limits: &Limits) -> Result<Self, FieldError> {
         if value.is_null() {
             return Err(FieldError::new(field, "null", "This field may not be null."));
+        }
+        if out_of_range_number(&value) {
+            return Err(FieldError::new(field, "invalid-value", "A number is out of range."));
         }
         if depth(&value) > limits.max_depth {
             return Err(FieldError::new(
@@ -275,7 +304,10 @@ impl PreferenceValue {
     /// range, or a string with a lone surrogate escape, is refused).
     pub fn from_stored_text(text: String) -> Result<Self, serde_json::Error> {
         // Parsed once to check it, so that parsing it again later cannot fail.
-        serde_json::from_str::<Value>(&text)?;
+        let value = serde_json::from_str::<Value>(&text)?;
+        if out_of_range_number(&value) {
+            return Err(serde::de::Error::custom("number out of range"));
+        }
         let text = RawValue::from_string(text)?;
         Ok(Self(Arc::new(Json { text, value: OnceLock::new() })))
     }
@@ -301,8 +333,26 @@ impl PreferenceValue {
 
 /// Parses the text of a [`PreferenceValue`], which was parsed once already when the value was
 /// made ([`PreferenceValue::from_stored_text`]), so it parses again.
+/// Numbers keep their text ([`crate::parse_exact`]), so a merge leaves the numbers it does not
+/// touch as they were written.
 fn parse(text: &RawValue) -> Value {
-    serde_json::from_str(text.get()).expect("the text parsed when the value was made")
+    crate::parse_exact(text.get()).expect("the text parsed when the value was made")
+}
+
+/// Does `value` hold a number with a fraction or an exponent beyond `f64`'s range (`1e400`)?
+/// Numbers keep their text (serde_json's `arbitrary_precision`), so such a number parses; prefs
+/// refuses it, in bodies and in stored rows, as it has no floating-point value. Integers of any
+/// size are fine: they keep their text.
+pub fn out_of_range_number(value: &Value) -> bool {
+    match value {
+        Value::Number(n) => {
+            let text = n.to_string();
+            text.contains(['.', 'e', 'E']) && !text.parse::<f64>().is_ok_and(f64::is_finite)
+        }
+        Value::Array(items) => items.iter().any(out_of_range_number),
+        Value::Object(members) => members.values().any(out_of_range_number),
+        _ => false,
+    }
 }
 
 /// How deeply containers nest in `value`: 0 for a scalar, 1 for `[]` or `{}`, and so on.
@@ -366,31 +416,44 @@ mod tests {
 
     #[test]
     fn keys_follow_the_charset_and_length() {
-        for ok in ["pref-lang", "a", "x.y:z_1-2", &"k".repeat(255)] {
+        for ok in
+            ["pref-lang", "a", "x.y:z_1-2", "a/b", "thème", "a b", " ", &"k".repeat(255), &"é".repeat(255)]
+        {
             assert!(PreferenceKey::parse(ok).is_ok(), "{ok}");
         }
-        for bad in ["", "../admin", "a/b", "a\0b", "thème", "a b", &"k".repeat(256)] {
+        for bad in ["", "a\0b", "a\nb", "\u{7f}", "a\u{85}b", &"k".repeat(256), &"é".repeat(256)] {
             assert!(PreferenceKey::parse(bad).is_err(), "{bad}");
         }
     }
 
     #[test]
-    fn usernames_allow_unicode_and_email_style() {
-        for ok in ["alice", "jean.dupont@example.com", "Zoë Ünal", "a+b-c_d", "名前"] {
+    fn usernames_are_plain_text_of_at_most_255_bytes() {
+        let longest = "u".repeat(255);
+        for ok in
+            ["alice", "jean.dupont@example.com", "Zoë Ünal", "a+b-c_d", "名前", "auth0|64f1", "a/b", &longest]
+        {
             assert!(Username::parse(ok).is_ok(), "{ok}");
         }
-        for bad in ["", " ", "a/b", "a\0b", "a%b", &"u".repeat(151)] {
+        for bad in ["", " ", "a\0b", "a\nb", "a\u{7f}b", &"u".repeat(256)] {
             assert!(Username::parse(bad).is_err(), "{bad:?}");
         }
     }
 
     #[test]
-    fn client_ids_reserve_global() {
-        assert!(ClientId::parse("appA").is_ok());
-        assert!(ClientId::parse("global").is_err());
-        assert!(ClientId::parse("a:b").is_err());
-        assert!(ClientId::parse(&"c".repeat(129)).is_err());
+    fn client_ids_are_plain_text_and_reserve_global() {
+        for ok in ["appA", "a:b", "https://app.example.com/x", "312@zitadel-project", &"c".repeat(255)] {
+            assert!(ClientId::parse(ok).is_ok(), "{ok}");
+        }
+        for bad in ["global", "", "a\tb", &"c".repeat(256)] {
+            assert!(ClientId::parse(bad).is_err(), "{bad:?}");
+        }
         assert_eq!(Namespace::from_stored("global"), Ok(Namespace::Global));
+    }
+
+    #[test]
+    fn subjects_are_non_empty_and_at_most_255_bytes() {
+        assert!(validate_subject("s").is_ok() && validate_subject(&"s".repeat(255)).is_ok());
+        assert!(validate_subject("").is_err() && validate_subject(&"s".repeat(256)).is_err());
     }
 
     #[test]
@@ -399,6 +462,10 @@ mod tests {
         let err = |v: Value| PreferenceValue::new(v, "k", &limits).unwrap_err().code;
         assert_eq!(err(Value::Null), "null");
         assert_eq!(err(serde_json::json!([[[]]])), "too-deep");
+        assert_eq!(err(serde_json::from_str("[1e400]").unwrap()), "invalid-value");
+        let big: Value = serde_json::from_str("[18446744073709551616, 1.50]").unwrap();
+        let kept = PreferenceValue::new(big, "k", &Limits::default()).unwrap();
+        assert_eq!(kept.as_json_text(), "[18446744073709551616,1.50]", "numbers keep their text");
         assert_eq!(err(serde_json::json!("0123456789")), "too-large");
         assert!(PreferenceValue::new(serde_json::json!({"a": null}), "k", &limits).is_ok());
         assert!(PreferenceValue::new(serde_json::json!([[1]]), "k", &limits).is_ok());

@@ -17,13 +17,31 @@ pub type Edit = dyn Fn(&[Preference]) -> Result<Vec<Change>> + Send + Sync;
 #[async_trait]
 pub trait UserStore: Send + Sync {
     /// Returns the user with this subject, creating it with `username` if it is new and updating
-    /// its username if it changed.
+    /// its username if it changed. Two first calls for one new subject at once MUST give one
+    /// user.
+    ///
+    /// `id` is the user's id at the identity provider
+    /// ([`Principal::provider_id`](crate::Principal::provider_id)), when the deployment takes ids
+    /// from there:
+    /// - `Some(id)`: a new subject's user MUST be created with exactly this id, and a known
+    ///   subject's user MUST already have it. While the user exists the id stays bound to its
+    ///   subject: it is never given to another subject, and no two users are ever merged. Once
+    ///   the user is removed, the id may be given again (to the subject the provider gives it).
+    /// - `None`: a new subject's user gets an id the store assigns: one no user holds (explicit
+    ///   ids included, whether inserted before or after it) and that the store never assigned
+    ///   before. A known subject's user is returned whatever its id.
+    ///
+    /// A store that remembers users MUST NOT let what it remembers hide a mismatch.
     ///
     /// # Errors
-    /// MUST return [`Error::UsernameTaken`](crate::Error::UsernameTaken) when another subject
-    /// holds `username`, and [`Error::Unavailable`](crate::Error::Unavailable) when the database
-    /// cannot be reached.
-    async fn provision(&self, subject: &str, username: &Username) -> Result<User>;
+    /// MUST return, having written nothing:
+    /// [`Error::IdentityMismatch`](crate::Error::IdentityMismatch) when `id` is given and the
+    /// subject's user has another id, or another subject's user holds `id`;
+    /// [`Error::Invalid`](crate::Error::Invalid) when `id` is not positive;
+    /// [`Error::UsernameTaken`](crate::Error::UsernameTaken) when another subject holds
+    /// `username`; and [`Error::Unavailable`](crate::Error::Unavailable) when the database cannot
+    /// be reached.
+    async fn provision(&self, subject: &str, username: &Username, id: Option<UserId>) -> Result<User>;
 
     /// The user with this id, if any.
     ///

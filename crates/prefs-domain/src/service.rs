@@ -9,7 +9,7 @@ use crate::access::{self, Action, Decision, Principal};
 use crate::conditions::{ETag, Preconditions};
 use crate::error::{Error, FieldError, Result};
 use crate::limits::Limits;
-use crate::merge_patch::{self, parse_key};
+use crate::merge_patch::{self, parse_key, parse_key_in};
 use crate::model::{Change, Namespace, Preference, PreferenceId, PreferenceValue, User, UserId, Username};
 use crate::ports::{Edit, Store};
 
@@ -51,27 +51,40 @@ impl PreferenceService {
         &self.limits
     }
 
-    /// Provisions the token's user just in time and returns the actor.
+    /// Provisions the token's user just in time and returns the actor. With a provider id
+    /// ([`Principal::provider_id`]), a new user takes it as their id and a known one must have it.
     ///
     /// # Errors
-    /// [`Error::UsernameTaken`] when another subject holds the username; storage errors.
+    /// [`Error::UsernameTaken`] when another subject holds the username;
+    /// [`Error::IdentityMismatch`] when the provider id is not positive, is not the id of the
+    /// subject's user, or is another subject's user's; storage errors.
     pub async fn sign_in(&self, principal: Principal) -> Result<Actor> {
-        let user = self.store.provision(&principal.subject, &principal.username).await?;
+        if principal.provider_id.is_some_and(|id| id.0 <= 0) {
+            return Err(Error::IdentityMismatch);
+        }
+        let user =
+            self.store.provision(&principal.subject, &principal.username, principal.provider_id).await?;
         Ok(Actor { principal, user })
     }
 
     /// Operators: creates the user with this subject and username, or renames the subject's user.
-    /// No access rules apply: only trusted callers (the `prefs users` command) may call this.
+    /// With `id` (the user's id at the identity provider) a new user takes it, as at their first
+    /// sign-in ([`UserStore::provision`](crate::UserStore::provision)); without it prefs assigns
+    /// one. No access rules apply: only trusted callers (the `prefs users` command) may call this.
     ///
     /// # Errors
-    /// [`Error::Invalid`] for an unusable username; as [`PreferenceService::sign_in`].
-    pub async fn add_user(&self, subject: &str, username: &str) -> Result<User> {
+    /// [`Error::Invalid`] for an unusable username, subject or id (not positive);
+    /// [`Error::IdentityMismatch`] when the subject's user has another id or another user has
+    /// `id`; as [`PreferenceService::sign_in`].
+    pub async fn add_user(&self, subject: &str, username: &str, id: Option<UserId>) -> Result<User> {
         let username =
             Username::parse(username).map_err(|e| FieldError::new("username", "invalid", e.to_string()))?;
-        if subject.is_empty() {
-            return Err(FieldError::new("subject", "required", "The subject may not be empty.").into());
+        crate::model::validate_subject(subject)
+            .map_err(|e| FieldError::new("subject", "invalid", e.to_string()))?;
+        if id.is_some_and(|id| id.0 <= 0) {
+            return Err(FieldError::new("id", "invalid", "A user id must be a positive integer.").into());
         }
-        self.store.provision(subject, &username).await
+        self.store.provision(subject, &username, id).await
     }
 
     /// Operators: the user and every preference they hold, in every namespace (ordered by
@@ -185,7 +198,7 @@ impl PreferenceService {
         key: &str,
     ) -> Result<Preference> {
         let user = self.owner(actor, target, namespace, Action::Read).await?;
-        let key = parse_key(key).map_err(|_| Error::PreferenceNotFound)?;
+        let key = parse_key_in(namespace, key).map_err(|_| Error::PreferenceNotFound)?;
         let found = self.again_if_gone(actor, user, |user| self.store.preference(user.id, namespace, &key));
         found.await?.ok_or(Error::PreferenceNotFound)
     }
@@ -205,6 +218,7 @@ impl PreferenceService {
         patch: &Map<String, Value>,
         conditions: &Preconditions,
     ) -> Result<Vec<Preference>> {
+        merge_patch::check_member_names(namespace, patch)?;
         let (conditions, patch, limits) = (conditions.clone(), patch.clone(), self.limits);
         self.write(actor, target, namespace, move |current| {
             conditions.check_write(Some(&ETag::of_namespace(current)))?;
@@ -225,6 +239,7 @@ impl PreferenceService {
         members: &Map<String, Value>,
         conditions: &Preconditions,
     ) -> Result<Vec<Preference>> {
+        merge_patch::check_member_names(namespace, members)?;
         let (conditions, members, limits) = (conditions.clone(), members.clone(), self.limits);
         self.write(actor, target, namespace, move |current| {
             conditions.check_write(Some(&ETag::of_namespace(current)))?;
@@ -247,7 +262,7 @@ impl PreferenceService {
         value: Value,
         conditions: &Preconditions,
     ) -> Result<Preference> {
-        let key = parse_key(key)?;
+        let key = parse_key_in(namespace, key)?;
         let value = PreferenceValue::new(value, key.as_str(), &self.limits)?;
         let (name, conditions, limits) = (key.clone(), conditions.clone(), self.limits);
         let after = self
@@ -275,7 +290,7 @@ impl PreferenceService {
         key: &str,
         conditions: &Preconditions,
     ) -> Result<()> {
-        let (key, conditions) = (parse_key(key)?, conditions.clone());
+        let (key, conditions) = (parse_key_in(namespace, key)?, conditions.clone());
         self.write(actor, target, namespace, move |current| {
             let found = current.iter().find(|p| p.key == key);
             conditions.check_write(found.map(ETag::of_preference).as_ref())?;
@@ -452,7 +467,9 @@ impl PreferenceService {
         match op(user).await {
             Err(Error::UserNotFound) if own => {
                 let principal = &actor.principal;
-                op(self.store.provision(&principal.subject, &principal.username).await?).await
+                let provisioned =
+                    self.store.provision(&principal.subject, &principal.username, principal.provider_id);
+                op(provisioned.await?).await
             }
             other => other,
         }

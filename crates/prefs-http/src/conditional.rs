@@ -1,6 +1,6 @@
-//! Conditional requests over HTTP (SPEC 3.5): reading `If-Match` / `If-None-Match`, and answering
-//! reads with a strong `ETag`, a 304 or a 412. Writes pass the preconditions to the domain, which
-//! checks them inside the write's transaction.
+//! Conditional requests over HTTP (docs/contract.md §3.5): reading `If-Match` / `If-None-Match`,
+//! and answering reads with a strong `ETag`, a 304 or a 412. Writes pass the preconditions to the
+//! domain, which checks them inside the write's transaction.
 
 use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, HttpResponseBuilder};

@@ -1,4 +1,4 @@
-//! The Open edX dialect (SPEC 3.1): `/api/user/v1/preferences/{username}[/]` and
+//! The Open edX dialect (docs/contract.md §3.1): `/api/user/v1/preferences/{username}[/]` and
 //! `/api/user/v1/preferences/{username}/{key}`, over the global namespace. Values are strings.
 
 use std::collections::BTreeMap;
@@ -6,7 +6,8 @@ use std::collections::BTreeMap;
 use actix_web::http::{StatusCode, header};
 use actix_web::middleware::DefaultHeaders;
 use actix_web::{HttpRequest, HttpResponse, web};
-use prefs_domain::{Action, ETag, Error, Namespace, PreferenceValue, UserRef, edx};
+use prefs_domain::edx::{self, Python};
+use prefs_domain::{Action, ETag, Error, Namespace, PreferenceValue, UserRef};
 use serde::{Serialize, Serializer};
 use serde_json::Value;
 use utoipa::{IntoResponses, ToSchema};
@@ -194,7 +195,9 @@ pub(crate) async fn get_all(
 
 /// Sets and deletes several preferences at once.
 ///
-/// An RFC 7396 merge patch of string values: `null` deletes; all or nothing.
+/// An RFC 7396 merge patch: `null` deletes (its key is not validated); any other value is stored
+/// as the string Python's `str()` gives for it (`true` as `"True"`, `{"a": null}` as
+/// `"{'a': None}"`), as Open edX stores it; all or nothing.
 #[utoipa::path(patch, operation_id = "edx_patch", path = "/api/user/v1/preferences/{username}", tag = "Open edX",
     params(("username" = String, Path, description = "The user, percent-encoded")),
     request_body(content = EdxPatch, content_type = "application/merge-patch+json",
@@ -213,8 +216,8 @@ pub(crate) async fn patch(
 ) -> Result<HttpResponse, Failure<Edx>> {
     let target = owner(&state, &auth, username.into_inner()).await?;
     body::require_content_type(&req, MERGE_PATCH)?;
-    let body = body::read_json(&req, payload, state.service.limits().max_body_bytes).await?;
-    let patch = edx::normalize_patch(&body)?;
+    let text = json_text(&req, payload, &state).await?;
+    let patch = edx::normalize_patch(&text)?;
     let after = state
         .service
         .merge_patch(&auth.actor, &target, &Namespace::Global, &patch, &preconditions(&req))
@@ -227,7 +230,7 @@ pub(crate) async fn patch(
 /// The answer is the value as a JSON string.
 #[utoipa::path(get, operation_id = "edx_get_one", path = "/api/user/v1/preferences/{username}/{key}", tag = "Open edX",
     params(("username" = String, Path, description = "The user, percent-encoded"),
-        ("key" = String, Path, description = "The preference key", pattern = "^[A-Za-z0-9_.:-]{1,255}$")),
+        ("key" = String, Path, description = "The preference key, percent-encoded: at most 255 characters, one of them from `[-_a-zA-Z0-9]`", max_length = 255, pattern = "^[^\\x00-\\x1f\\x7f-\\x9f]*[-_a-zA-Z0-9][^\\x00-\\x1f\\x7f-\\x9f]*$")),
     responses(
         (status = 200, description = "The value", body = String, content_type = "application/json", example = json!("fr")),
         (status = 304, description = "Not modified (If-None-Match)"),
@@ -248,11 +251,11 @@ pub(crate) async fn get_one(
 
 /// Creates or updates one preference.
 ///
-/// The body is the JSON value: a string (trimmed) or a number (stored as its string form). Errors
-/// are flat.
+/// The body is the JSON value: a string (trimmed), or any other value but `null`, stored as the
+/// string Python's `str()` gives for it (`5` as `"5"`, `true` as `"True"`). Errors are flat.
 #[utoipa::path(put, operation_id = "edx_put", path = "/api/user/v1/preferences/{username}/{key}", tag = "Open edX",
     params(("username" = String, Path, description = "The user, percent-encoded"),
-        ("key" = String, Path, description = "The preference key", pattern = "^[A-Za-z0-9_.:-]{1,255}$")),
+        ("key" = String, Path, description = "The preference key, percent-encoded: at most 255 characters, one of them from `[-_a-zA-Z0-9]`", max_length = 255, pattern = "^[^\\x00-\\x1f\\x7f-\\x9f]*[-_a-zA-Z0-9][^\\x00-\\x1f\\x7f-\\x9f]*$")),
     request_body(content = EdxValue, content_type = "application/json", example = json!("en")),
     responses(
         (status = 204, description = "Written"),
@@ -269,12 +272,23 @@ pub(crate) async fn put(
     let (username, key) = path.into_inner();
     let target = owner(&state, &auth, username).await?;
     body::require_content_type(&req, JSON)?;
-    let body = body::read_json(&req, payload, state.service.limits().max_body_bytes).await?;
-    let key_checked = prefs_domain::merge_patch::parse_key(&key).map_err(Problem::Flat)?;
-    let value = edx::normalize_value(key_checked.as_str(), &body).map_err(Problem::Flat)?;
+    let text = json_text(&req, payload, &state).await?;
+    let value = if text.is_empty() {
+        Python::None
+    } else {
+        Python::from_json(&text).map_err(|e| Problem::MalformedJson(e.to_string()))?
+    };
+    let (key, value) = edx::normalize_member(&key, &value).map_err(Problem::Flat)?;
     let stored = state
         .service
-        .put(&auth.actor, &target, &Namespace::Global, &key, Value::String(value), &preconditions(&req))
+        .put(
+            &auth.actor,
+            &target,
+            &Namespace::Global,
+            key.as_str(),
+            Value::String(value),
+            &preconditions(&req),
+        )
         .await
         .map_err(flat)?;
     Ok(tagged(HttpResponse::NoContent(), &ETag::of_preference(&stored)).finish())
@@ -283,7 +297,7 @@ pub(crate) async fn put(
 /// Deletes one preference.
 #[utoipa::path(delete, operation_id = "edx_delete", path = "/api/user/v1/preferences/{username}/{key}", tag = "Open edX",
     params(("username" = String, Path, description = "The user, percent-encoded"),
-        ("key" = String, Path, description = "The preference key", pattern = "^[A-Za-z0-9_.:-]{1,255}$")),
+        ("key" = String, Path, description = "The preference key, percent-encoded: at most 255 characters, one of them from `[-_a-zA-Z0-9]`", max_length = 255, pattern = "^[^\\x00-\\x1f\\x7f-\\x9f]*[-_a-zA-Z0-9][^\\x00-\\x1f\\x7f-\\x9f]*$")),
     responses(
         (status = 204, description = "Deleted"),
         EdxReadErrors,
@@ -303,6 +317,14 @@ pub(crate) async fn delete(
         .await
         .map_err(flat)?;
     Ok(HttpResponse::NoContent().finish())
+}
+
+/// The body's text, once it is known to be JSON (or empty): Open edX's values are converted from
+/// the text ([`edx::Python`]), so that numbers and the order of members are as sent.
+async fn json_text(req: &HttpRequest, payload: web::Payload, state: &AppState) -> Result<String, Problem> {
+    let bytes = body::read_bytes(req, payload, state.service.limits().max_body_bytes).await?;
+    body::parse_json(&bytes)?;
+    String::from_utf8(bytes.to_vec()).map_err(|e| Problem::MalformedJson(e.to_string()))
 }
 
 /// The single-preference routes answer validation errors flat, not as `field_errors`.

@@ -17,6 +17,9 @@ use crate::request_id;
 pub enum Problem {
     /// No usable bearer token (401); the text says why, for the developer.
     Unauthorized(String),
+    /// A request refused whoever sent it (403): a cookie-authenticated write failing the CSRF or
+    /// `Origin` check; the text says why.
+    Forbidden(String),
     /// A domain or storage error.
     Domain(Error),
     /// One invalid member, to be shown flat rather than as a list (the Open edX PUT).
@@ -31,6 +34,8 @@ pub enum Problem {
     NoRoute,
     /// The route exists but not for this method (405), with the allowed methods.
     MethodNotAllowed(&'static str),
+    /// The method is none of HTTP's own (501).
+    UnknownMethod,
 }
 
 impl Problem {
@@ -38,8 +43,10 @@ impl Problem {
     pub fn status(&self) -> StatusCode {
         match self {
             Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::Domain(error) => match error {
                 Error::UserNotFound | Error::PreferenceNotFound => StatusCode::NOT_FOUND,
+                Error::IdentityMismatch => StatusCode::UNAUTHORIZED,
                 Error::Forbidden => StatusCode::FORBIDDEN,
                 Error::Invalid(_) | Error::TooManyKeys { .. } => StatusCode::BAD_REQUEST,
                 Error::UsernameTaken(_) => StatusCode::CONFLICT,
@@ -52,11 +59,12 @@ impl Problem {
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::NoRoute => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            Self::UnknownMethod => StatusCode::NOT_IMPLEMENTED,
         }
     }
 
     /// A stable machine code for the problem answered with `status` (the JSON:API `code` list of
-    /// SPEC 3.4).
+    /// docs/contract.md §3.4).
     pub fn code(&self, status: StatusCode) -> &'static str {
         match status {
             StatusCode::UNAUTHORIZED => "unauthorized",
@@ -70,6 +78,7 @@ impl Problem {
             StatusCode::SERVICE_UNAVAILABLE => "unavailable",
             StatusCode::BAD_REQUEST if matches!(self, Self::MalformedJson(_)) => "invalid-json",
             StatusCode::BAD_REQUEST => "invalid-value",
+            StatusCode::NOT_IMPLEMENTED if matches!(self, Self::UnknownMethod) => "not-implemented",
             _ => "internal",
         }
     }
@@ -78,6 +87,7 @@ impl Problem {
     pub fn message(&self) -> String {
         match self {
             Self::Unauthorized(why) => format!("Authentication failed: {why}"),
+            Self::Forbidden(why) => why.clone(),
             Self::Domain(Error::UserNotFound) => "No such user.".into(),
             Self::Domain(Error::PreferenceNotFound) => "No such preference.".into(),
             Self::Domain(Error::Forbidden) => "You may not do this to this user's preferences.".into(),
@@ -91,6 +101,9 @@ impl Problem {
             Self::Domain(Error::UsernameTaken(name)) => {
                 format!("The username '{name}' belongs to another account.")
             }
+            Self::Domain(Error::IdentityMismatch) => {
+                "The token's user id does not match this account.".into()
+            }
             Self::Domain(Error::Unavailable(_)) => "The service is unavailable; try again later.".into(),
             Self::Domain(_) => "Internal error.".into(),
             Self::Flat(error) => error.developer_message.clone(),
@@ -99,6 +112,7 @@ impl Problem {
             Self::PayloadTooLarge(limit) => format!("The request body is over the limit of {limit} bytes."),
             Self::NoRoute => "No such route.".into(),
             Self::MethodNotAllowed(allow) => format!("Method not allowed; this route takes {allow}."),
+            Self::UnknownMethod => "Unknown method.".into(),
         }
     }
 
@@ -160,7 +174,7 @@ impl<D: Dialect> ResponseError for Failure<D> {
 
     fn error_response(&self) -> HttpResponse {
         let status = self.status_code();
-        if status.is_server_error() {
+        if status.is_server_error() && !matches!(self.problem, Problem::UnknownMethod) {
             // Logged once, here, with the cause; the client gets a generic message.
             let cause = match &self.problem {
                 Problem::Domain(Error::Unavailable(e) | Error::Internal(e)) => format!("{e:#}"),
@@ -172,7 +186,7 @@ impl<D: Dialect> ResponseError for Failure<D> {
         let mut response = HttpResponseBuilder::new(status);
         response.insert_header((header::CONTENT_TYPE, content_type));
         match &self.problem {
-            Problem::Unauthorized(_) => {
+            Problem::Unauthorized(_) | Problem::Domain(Error::IdentityMismatch) => {
                 response.insert_header((header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer")));
             }
             Problem::MethodNotAllowed(allow) => {
@@ -181,5 +195,37 @@ impl<D: Dialect> ResponseError for Failure<D> {
             _ => {}
         }
         response.body(body.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::edx::Edx;
+    use crate::jsonapi::JsonApi;
+    use crate::records::Records;
+
+    /// A token whose user id at the identity provider is not its account's is answered as not
+    /// authenticated, in every dialect's own error format.
+    #[test]
+    fn an_identity_mismatch_is_401_in_every_dialect() {
+        let problem = Problem::Domain(Error::IdentityMismatch);
+        let status = problem.status();
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        let message = "The token's user id does not match this account.";
+        assert_eq!(problem.message(), message);
+        let (_, edx) = Edx::body(&problem, status);
+        assert_eq!(edx["developer_message"], message);
+        assert_eq!(edx["user_message"], "You must sign in.");
+        let (_, records) = Records::body(&problem, status);
+        assert_eq!(records["errors"][0]["code"], "unauthorized");
+        assert_eq!(records["errors"][0]["message"], message);
+        let (_, jsonapi) = JsonApi::body(&problem, status);
+        assert_eq!(jsonapi["errors"][0]["status"], "401");
+        assert_eq!(jsonapi["errors"][0]["code"], "unauthorized");
+        assert_eq!(jsonapi["errors"][0]["detail"], message);
+        let response = Failure::<JsonApi>::from(Error::IdentityMismatch).error_response();
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(response.headers().get(header::WWW_AUTHENTICATE).unwrap(), "Bearer");
     }
 }

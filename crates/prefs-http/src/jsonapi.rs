@@ -1,5 +1,5 @@
-//! JSON:API error objects (SPEC 3.4): the client namespace dialect's format, and the format of
-//! everything outside the other dialects' routes.
+//! JSON:API error objects (docs/contract.md §3.4): the client namespace dialect's format, and the
+//! format of everything outside the other dialects' routes.
 
 use actix_web::http::StatusCode;
 use serde::Serialize;

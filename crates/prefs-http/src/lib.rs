@@ -6,6 +6,7 @@
 
 pub mod auth;
 mod body;
+pub mod browser;
 mod conditional;
 mod edx;
 pub mod error;
@@ -21,12 +22,13 @@ pub mod request_id;
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceFactory, ServiceRequest, ServiceResponse};
 use actix_web::http::{Method, header};
-use actix_web::middleware::{DefaultHeaders, from_fn};
-use actix_web::{App, HttpResponse, Resource, Route, guard, web};
+use actix_web::middleware::{Condition, DefaultHeaders, from_fn};
+use actix_web::{App, HttpRequest, HttpResponse, Resource, Route, guard, web};
 use prefs_domain::PreferenceService;
 use utoipa_swagger_ui::{Config as SwaggerConfig, SwaggerUi};
 
-pub use auth::{Claims, JwtConfig, JwtKey, Verifier};
+pub use auth::{ClaimMap, Claims, JwtConfig, KeySources, Secret, Verifier};
+pub use browser::{BrowserConfig, BrowserConfigError, SameSite};
 use error::{Dialect, Failure, Problem};
 pub use metrics::{Metrics, PoolStats};
 pub use openapi::ApiDoc;
@@ -39,6 +41,8 @@ pub struct AppState {
     pub verifier: Verifier,
     /// The process's metrics.
     pub metrics: Metrics,
+    /// What pages in a browser get: CORS, JWT cookies, CSRF.
+    pub browser: BrowserConfig,
 }
 
 /// Every resource the application serves, with the methods it answers (`Allow`). The OpenAPI
@@ -49,12 +53,15 @@ pub const RESOURCES: &[(&str, &str)] = &[
     (edx::ONE, edx::ONE_ALLOW),
     (records::LIST, records::LIST_ALLOW),
     (records::ONE, records::ONE_ALLOW),
-    (namespaces::NAMESPACE, namespaces::NAMESPACE_ALLOW),
-    (namespaces::MEMBER, namespaces::MEMBER_ALLOW),
+    (namespaces::ROUTES[0].0, namespaces::NAMESPACE_ALLOW),
+    (namespaces::ROUTES[0].1, namespaces::MEMBER_ALLOW),
+    (namespaces::ROUTES[1].0, namespaces::NAMESPACE_ALLOW),
+    (namespaces::ROUTES[1].1, namespaces::MEMBER_ALLOW),
     (ops::RESOURCES[0], ops::ALLOW),
     (ops::RESOURCES[1], ops::ALLOW),
     (ops::RESOURCES[2], ops::ALLOW),
     (ops::RESOURCES[3], ops::ALLOW),
+    (browser::CSRF_TOKEN, browser::CSRF_TOKEN_ALLOW),
 ];
 
 /// Where Swagger UI is served.
@@ -74,6 +81,8 @@ pub fn app(
     >,
 > {
     let prometheus = state.metrics.middleware.clone();
+    let cors = browser::cors(&state.browser);
+    let cors_enabled = state.browser.cors_enabled();
     let docs = SwaggerUi::new(format!("{DOCS}/{{_:.*}}"))
         .config(SwaggerConfig::new(["/openapi.json"]).validator_url("none").try_it_out_enabled(true));
     // Routes are tried in order: the API first, the documentation (a catch-all pattern) last.
@@ -83,19 +92,26 @@ pub fn app(
         .configure(records::routes)
         .configure(namespaces::routes)
         .configure(ops::routes)
+        .configure(browser::routes)
         .service(docs)
         .service(web::redirect(DOCS, format!("{DOCS}/")))
         .default_service(web::to(|| async {
             Err::<HttpResponse, _>(Failure::<jsonapi::JsonApi>::from(Problem::NoRoute))
         }))
+        // CORS on every answer to a listed origin, 404s and errors included; preflights go on to
+        // the routes' OPTIONS. Outside it, answers that allow no origin lose actix-cors' headers.
+        .wrap(cors)
+        .wrap(Condition::new(cors_enabled, from_fn(browser::tidy)))
         .wrap(prometheus)
+        .wrap(from_fn(metrics::refuse_unknown_methods))
         .wrap(from_fn(request_id::middleware))
 }
 
-/// A resource of dialect `D` that answers `OPTIONS` and wrong methods (405) itself, and sends
-/// `Allow` on every response. `allow` lists the methods the caller registers, plus `OPTIONS`.
+/// A resource of dialect `D` that answers `OPTIONS` (CORS preflights included) and wrong methods
+/// (405) itself, and sends `Allow` on every response. `allow` lists the methods the caller
+/// registers, plus `OPTIONS`.
 fn resource<D: Dialect>(
-    path: &str,
+    path: impl Into<String>,
     allow: &'static str,
 ) -> Resource<
     impl ServiceFactory<
@@ -106,9 +122,9 @@ fn resource<D: Dialect>(
         InitError = (),
     >,
 > {
-    web::resource(path)
+    web::resource(path.into())
         .wrap(DefaultHeaders::new().add((header::ALLOW, allow)))
-        .route(web::route().method(Method::OPTIONS).to(HttpResponse::NoContent))
+        .route(web::route().method(Method::OPTIONS).to(move |req: HttpRequest| browser::options(req, allow)))
         .default_service(web::to(move || async move {
             Err::<HttpResponse, _>(Failure::<D>::from(Problem::MethodNotAllowed(allow)))
         }))

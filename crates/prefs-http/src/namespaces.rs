@@ -1,15 +1,16 @@
-//! The client namespace dialect (SPEC 3.3), as PACE's user API app preferences:
+//! The client namespace dialect (docs/contract.md §3.3), as PACE's user API app preferences:
 //! `/preferences/{clientId}[/{key}]`, one JSON object per user and client application, with
 //! JSON:API errors.
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
 use prefs_domain::{ClientId, ETag, Error, Namespace, Preference, PreferenceValue, UserId, UserRef};
+use serde::Deserialize;
 use serde_json::{Map, Value};
 use utoipa::IntoResponses;
 
 use crate::auth::Authenticated;
-use crate::body::{self, JSON, MERGE_PATCH};
+use crate::body::{self, JSON, JSON_API, MERGE_PATCH};
 use crate::conditional::{self, preconditions, tagged};
 use crate::error::{Dialect, Failure, Problem};
 use crate::jsonapi::{self, JsonApiErrors, MEDIA_TYPE};
@@ -23,6 +24,35 @@ pub(crate) const NAMESPACE_ALLOW: &str = "GET, HEAD, PUT, PATCH, DELETE, OPTIONS
 /// One member of it.
 pub(crate) const MEMBER: &str = "/preferences/{client_id}/{key}";
 pub(crate) const MEMBER_ALLOW: &str = "GET, HEAD, PUT, DELETE, OPTIONS";
+/// The same two under PACE's base path, `/user/{version}`, where `{version}` is `YYYY-N`.
+pub(crate) const VERSIONED_NAMESPACE: &str = "/user/{version}/preferences/{client_id}";
+pub(crate) const VERSIONED_MEMBER: &str = "/user/{version}/preferences/{client_id}/{key}";
+/// Every route of the dialect as `(namespace, member)`: unversioned, and under PACE's base path.
+pub(crate) const ROUTES: [(&str, &str); 2] = [(NAMESPACE, MEMBER), (VERSIONED_NAMESPACE, VERSIONED_MEMBER)];
+/// The base path PACE versions its API under, as documented routes spell it.
+pub(crate) const VERSIONED_BASE: &str = "/user/{version}";
+/// What `{version}` matches: PACE's `YYYY-N` (`2025-1`); any other is no route (404).
+pub(crate) const VERSION_PATTERN: &str = r"\d{4}-\d+";
+
+/// The content types a `PUT` takes: JSON, as `application/json` or JSON:API's media type.
+const PUT_TYPES: &[&str] = &[JSON, JSON_API];
+const PUT_TYPES_NAMED: &str = "application/json or application/vnd.api+json";
+/// The content types a `PATCH` takes: a merge patch, as such or as JSON:API's media type.
+const PATCH_TYPES: &[&str] = &[MERGE_PATCH, JSON_API];
+const PATCH_TYPES_NAMED: &str = "application/merge-patch+json or application/vnd.api+json";
+
+/// The path parameters of a namespace route (`{version}` is matched by the route and unused).
+#[derive(Deserialize)]
+pub(crate) struct NamespacePath {
+    client_id: String,
+}
+
+/// The path parameters of a member route.
+#[derive(Deserialize)]
+pub(crate) struct MemberPath {
+    client_id: String,
+    key: String,
+}
 
 /// The errors any namespace operation may answer.
 #[derive(IntoResponses)]
@@ -97,20 +127,29 @@ impl Dialect for Namespaces {
     }
 }
 
+/// Registers [`ROUTES`]: the same handlers on every base path.
 pub(crate) fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.service(
-        resource::<Namespaces>(NAMESPACE, NAMESPACE_ALLOW)
-            .route(read().to(get_all))
-            .route(web::put().to(put_all))
-            .route(web::patch().to(patch))
-            .route(web::delete().to(delete_all)),
-    )
-    .service(
-        resource::<Namespaces>(MEMBER, MEMBER_ALLOW)
-            .route(read().to(get_one))
-            .route(web::put().to(put_one))
-            .route(web::delete().to(delete_one)),
-    );
+    for (namespace, member) in ROUTES {
+        let (namespace, member) = (pattern(namespace), pattern(member));
+        cfg.service(
+            resource::<Namespaces>(namespace, NAMESPACE_ALLOW)
+                .route(read().to(get_all))
+                .route(web::put().to(put_all))
+                .route(web::patch().to(patch))
+                .route(web::delete().to(delete_all)),
+        )
+        .service(
+            resource::<Namespaces>(member, MEMBER_ALLOW)
+                .route(read().to(get_one))
+                .route(web::put().to(put_one))
+                .route(web::delete().to(delete_one)),
+        );
+    }
+}
+
+/// The router's pattern of a route: `{version}` matches [`VERSION_PATTERN`] only.
+fn pattern(path: &str) -> String {
+    path.replace("{version}", &format!("{{version:{VERSION_PATTERN}}}"))
 }
 
 /// The namespace of the path (`global` and malformed ids name no namespace: 404) and the user:
@@ -136,9 +175,9 @@ async fn object_body(
     state: &AppState,
     req: &HttpRequest,
     payload: web::Payload,
-    content_type: &'static str,
+    (accepted, named): (&[&str], &'static str),
 ) -> Result<Map<String, Value>, Problem> {
-    body::require_content_type(req, content_type)?;
+    body::require_content_type_in(req, accepted, named)?;
     match body::read_json(req, payload, state.service.limits().max_body_bytes).await? {
         Value::Object(members) => Ok(members),
         _ => Err(Error::invalid(prefs_domain::FieldError::new(
@@ -162,10 +201,10 @@ async fn object_body(
 pub(crate) async fn get_all(
     auth: Authenticated<Namespaces>,
     state: web::Data<AppState>,
-    path: web::Path<String>,
+    path: web::Path<NamespacePath>,
     req: HttpRequest,
 ) -> Result<HttpResponse, Failure<Namespaces>> {
-    let (namespace, user) = target(&path, &req)?;
+    let (namespace, user) = target(&path.client_id, &req)?;
     let preferences = state.service.namespace(&auth.actor, &user, &namespace).await?;
     let etag = ETag::of_namespace(&preferences);
     Ok(conditional::read(&req, &etag, &object(&preferences))?)
@@ -175,7 +214,9 @@ pub(crate) async fn get_all(
 ///
 /// A `null` member means the key is absent.
 #[utoipa::path(put, operation_id = "namespace_put_all", path = "/preferences/{client_id}", tag = "Client namespaces", params(("client_id" = String, Path, description = "The client application's id", pattern = "^[A-Za-z0-9._-]{1,128}$"), ("user_id" = Option<i64>, Query, description = "Act for this user (admin: read and write; staff: read)")),
-    request_body(content = NamespaceBody, content_type = "application/json", example = json!({"sidebar": {"open": true}})),
+    request_body(content(
+        (NamespaceBody = "application/json", example = json!({"sidebar": {"open": true}})),
+        (NamespaceBody = "application/vnd.api+json", example = json!({"sidebar": {"open": true}})))),
     responses(
         (status = 204, description = "Replaced"),
         NamespaceReadErrors,
@@ -184,12 +225,12 @@ pub(crate) async fn get_all(
 pub(crate) async fn put_all(
     auth: Authenticated<Namespaces>,
     state: web::Data<AppState>,
-    path: web::Path<String>,
+    path: web::Path<NamespacePath>,
     req: HttpRequest,
     payload: web::Payload,
 ) -> Result<HttpResponse, Failure<Namespaces>> {
-    let (namespace, user) = target(&path, &req)?;
-    let members = object_body(&state, &req, payload, JSON).await?;
+    let (namespace, user) = target(&path.client_id, &req)?;
+    let members = object_body(&state, &req, payload, (PUT_TYPES, PUT_TYPES_NAMED)).await?;
     let after = state.service.replace(&auth.actor, &user, &namespace, &members, &preconditions(&req)).await?;
     Ok(tagged(HttpResponse::NoContent(), &ETag::of_namespace(&after)).finish())
 }
@@ -199,7 +240,9 @@ pub(crate) async fn put_all(
 /// An RFC 7396 merge patch: `null` deletes, objects merge. Answers the merged object. An extension
 /// of PACE's API.
 #[utoipa::path(patch, operation_id = "namespace_patch", path = "/preferences/{client_id}", tag = "Client namespaces", params(("client_id" = String, Path, description = "The client application's id", pattern = "^[A-Za-z0-9._-]{1,128}$"), ("user_id" = Option<i64>, Query, description = "Act for this user (admin: read and write; staff: read)")),
-    request_body(content = NamespaceBody, content_type = "application/merge-patch+json", example = json!({"sidebar": {"width": null}})),
+    request_body(content(
+        (NamespaceBody = "application/merge-patch+json", example = json!({"sidebar": {"width": null}})),
+        (NamespaceBody = "application/vnd.api+json", example = json!({"sidebar": {"width": null}})))),
     responses(
         (status = 200, description = "The merged namespace", body = Object),
         NamespaceReadErrors,
@@ -208,12 +251,12 @@ pub(crate) async fn put_all(
 pub(crate) async fn patch(
     auth: Authenticated<Namespaces>,
     state: web::Data<AppState>,
-    path: web::Path<String>,
+    path: web::Path<NamespacePath>,
     req: HttpRequest,
     payload: web::Payload,
 ) -> Result<HttpResponse, Failure<Namespaces>> {
-    let (namespace, user) = target(&path, &req)?;
-    let patch = object_body(&state, &req, payload, MERGE_PATCH).await?;
+    let (namespace, user) = target(&path.client_id, &req)?;
+    let patch = object_body(&state, &req, payload, (PATCH_TYPES, PATCH_TYPES_NAMED)).await?;
     let after =
         state.service.merge_patch(&auth.actor, &user, &namespace, &patch, &preconditions(&req)).await?;
     Ok(tagged(HttpResponse::Ok(), &ETag::of_namespace(&after)).json(object(&after)))
@@ -228,16 +271,16 @@ pub(crate) async fn patch(
 pub(crate) async fn delete_all(
     auth: Authenticated<Namespaces>,
     state: web::Data<AppState>,
-    path: web::Path<String>,
+    path: web::Path<NamespacePath>,
     req: HttpRequest,
 ) -> Result<HttpResponse, Failure<Namespaces>> {
-    let (namespace, user) = target(&path, &req)?;
+    let (namespace, user) = target(&path.client_id, &req)?;
     state.service.replace(&auth.actor, &user, &namespace, &Map::new(), &preconditions(&req)).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
 /// One member's value. An extension of PACE's API.
-#[utoipa::path(get, operation_id = "namespace_get_one", path = "/preferences/{client_id}/{key}", tag = "Client namespaces", params(("client_id" = String, Path, description = "The client application's id", pattern = "^[A-Za-z0-9._-]{1,128}$"), ("key" = String, Path, description = "The member", pattern = "^[A-Za-z0-9_.:-]{1,255}$"), ("user_id" = Option<i64>, Query, description = "Act for this user (admin: read and write; staff: read)")),
+#[utoipa::path(get, operation_id = "namespace_get_one", path = "/preferences/{client_id}/{key}", tag = "Client namespaces", params(("client_id" = String, Path, description = "The client application's id", pattern = "^[A-Za-z0-9._-]{1,128}$"), ("key" = String, Path, description = "The member, percent-encoded: 1 to 255 bytes without control characters", min_length = 1, max_length = 255, pattern = "^[^\\x00-\\x1f\\x7f-\\x9f]+$"), ("user_id" = Option<i64>, Query, description = "Act for this user (admin: read and write; staff: read)")),
     responses(
         (status = 200, description = "The value (any JSON)", body = PreferenceJson),
         (status = 304, description = "Not modified (If-None-Match)"),
@@ -246,10 +289,10 @@ pub(crate) async fn delete_all(
 pub(crate) async fn get_one(
     auth: Authenticated<Namespaces>,
     state: web::Data<AppState>,
-    path: web::Path<(String, String)>,
+    path: web::Path<MemberPath>,
     req: HttpRequest,
 ) -> Result<HttpResponse, Failure<Namespaces>> {
-    let (client_id, key) = path.into_inner();
+    let MemberPath { client_id, key } = path.into_inner();
     let (namespace, user) = target(&client_id, &req)?;
     let preference = state.service.preference(&auth.actor, &user, &namespace, &key).await?;
     Ok(conditional::read(&req, &ETag::of_preference(&preference), &preference.value)?)
@@ -257,9 +300,11 @@ pub(crate) async fn get_one(
 
 /// Sets one member.
 ///
-/// The body is the value: any JSON but `null`. An extension of PACE's API.
-#[utoipa::path(put, operation_id = "namespace_put_one", path = "/preferences/{client_id}/{key}", tag = "Client namespaces", params(("client_id" = String, Path, description = "The client application's id", pattern = "^[A-Za-z0-9._-]{1,128}$"), ("key" = String, Path, description = "The member", pattern = "^[A-Za-z0-9_.:-]{1,255}$"), ("user_id" = Option<i64>, Query, description = "Act for this user (admin: read and write; staff: read)")),
-    request_body(content = PreferenceJson, content_type = "application/json", example = json!("dark")),
+/// The body is the value: any JSON but `null`, as `application/json` or
+/// `application/vnd.api+json`. An extension of PACE's API.
+#[utoipa::path(put, operation_id = "namespace_put_one", path = "/preferences/{client_id}/{key}", tag = "Client namespaces", params(("client_id" = String, Path, description = "The client application's id", pattern = "^[A-Za-z0-9._-]{1,128}$"), ("key" = String, Path, description = "The member, percent-encoded: 1 to 255 bytes without control characters", min_length = 1, max_length = 255, pattern = "^[^\\x00-\\x1f\\x7f-\\x9f]+$"), ("user_id" = Option<i64>, Query, description = "Act for this user (admin: read and write; staff: read)")),
+    request_body(content = PreferenceJson, description = "Any JSON but `null`; also taken as `application/vnd.api+json`",
+        content_type = "application/json", example = json!("dark")),
     responses(
         (status = 204, description = "Written"),
         NamespaceReadErrors,
@@ -268,13 +313,13 @@ pub(crate) async fn get_one(
 pub(crate) async fn put_one(
     auth: Authenticated<Namespaces>,
     state: web::Data<AppState>,
-    path: web::Path<(String, String)>,
+    path: web::Path<MemberPath>,
     req: HttpRequest,
     payload: web::Payload,
 ) -> Result<HttpResponse, Failure<Namespaces>> {
-    let (client_id, key) = path.into_inner();
+    let MemberPath { client_id, key } = path.into_inner();
     let (namespace, user) = target(&client_id, &req)?;
-    body::require_content_type(&req, JSON)?;
+    body::require_content_type_in(&req, PUT_TYPES, PUT_TYPES_NAMED)?;
     let value = body::read_json(&req, payload, state.service.limits().max_body_bytes).await?;
     let stored = state.service.put(&auth.actor, &user, &namespace, &key, value, &preconditions(&req)).await?;
     Ok(tagged(HttpResponse::NoContent(), &ETag::of_preference(&stored)).finish())
@@ -283,7 +328,7 @@ pub(crate) async fn put_one(
 /// Removes one member.
 ///
 /// 204 also when it was not set. An extension of PACE's API.
-#[utoipa::path(delete, operation_id = "namespace_delete_one", path = "/preferences/{client_id}/{key}", tag = "Client namespaces", params(("client_id" = String, Path, description = "The client application's id", pattern = "^[A-Za-z0-9._-]{1,128}$"), ("key" = String, Path, description = "The member", pattern = "^[A-Za-z0-9_.:-]{1,255}$"), ("user_id" = Option<i64>, Query, description = "Act for this user (admin: read and write; staff: read)")),
+#[utoipa::path(delete, operation_id = "namespace_delete_one", path = "/preferences/{client_id}/{key}", tag = "Client namespaces", params(("client_id" = String, Path, description = "The client application's id", pattern = "^[A-Za-z0-9._-]{1,128}$"), ("key" = String, Path, description = "The member, percent-encoded: 1 to 255 bytes without control characters", min_length = 1, max_length = 255, pattern = "^[^\\x00-\\x1f\\x7f-\\x9f]+$"), ("user_id" = Option<i64>, Query, description = "Act for this user (admin: read and write; staff: read)")),
     responses(
         (status = 204, description = "Removed"),
         NamespaceReadErrors,
@@ -292,10 +337,10 @@ pub(crate) async fn put_one(
 pub(crate) async fn delete_one(
     auth: Authenticated<Namespaces>,
     state: web::Data<AppState>,
-    path: web::Path<(String, String)>,
+    path: web::Path<MemberPath>,
     req: HttpRequest,
 ) -> Result<HttpResponse, Failure<Namespaces>> {
-    let (client_id, key) = path.into_inner();
+    let MemberPath { client_id, key } = path.into_inner();
     let (namespace, user) = target(&client_id, &req)?;
     match state.service.delete(&auth.actor, &user, &namespace, &key, &preconditions(&req)).await {
         Ok(()) | Err(Error::PreferenceNotFound) => Ok(HttpResponse::NoContent().finish()),

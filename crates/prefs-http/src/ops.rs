@@ -38,8 +38,12 @@ pub(crate) async fn healthz() -> HttpResponse {
 /// The database answers.
 #[utoipa::path(get, operation_id = "ops_readyz", path = "/readyz", tag = "Operations",
     responses((status = 200, description = "Ready", body = Status, example = json!({"status": "ready"})),
-        (status = 503, description = "The database does not answer", body = JsonApiErrors, content_type = "application/vnd.api+json")))]
+        (status = 503, description = "The database does not answer, or the identity provider's keys are not loaded yet", body = JsonApiErrors, content_type = "application/vnd.api+json")))]
 pub(crate) async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, Failure<JsonApi>> {
+    if !state.verifier.ready() {
+        let why = "the identity provider's keys are not loaded yet";
+        return Err(Problem::from(prefs_domain::Error::Unavailable(why.into())).into());
+    }
     state.service.ping().await.map_err(Problem::from)?;
     Ok(HttpResponse::Ok().json(Status { status: "ready" }))
 }

@@ -1,4 +1,4 @@
-//! The record dialect (SPEC 3.2), as SelfCommunity's API v2 user preferences:
+//! The record dialect (docs/contract.md §3.2), as SelfCommunity's API v2 user preferences:
 //! `/api/v2/user/{user_id|me}/preference/[{id}/]`, over the global namespace. Each preference is a
 //! record `{id, user_id, key, value, created_at, last_updated_at}` whose value is any JSON.
 
@@ -15,7 +15,7 @@ use url::Url;
 use utoipa::{IntoResponses, ToSchema};
 
 use crate::auth::Authenticated;
-use crate::body::{self, JSON};
+use crate::body::{self, FORM, JSON, MULTIPART};
 use crate::conditional::{self, preconditions, tagged};
 use crate::error::{Dialect, Failure, Problem};
 use crate::openapi::PreferenceJson;
@@ -37,7 +37,7 @@ pub struct Record {
     pub id: i64,
     /// The owner.
     pub user_id: i64,
-    /// 1 to 255 characters from `[A-Za-z0-9_.:-]`.
+    /// 1 to 255 characters without control characters.
     #[schema(value_type = String)]
     pub key: PreferenceKey,
     /// Any JSON but `null`.
@@ -83,8 +83,8 @@ pub struct RecordPage {
 #[derive(Debug, Serialize, ToSchema)]
 #[schema(example = json!({"key": "layout", "value": {"columns": 2}}))]
 pub struct RecordBody {
-    /// 1 to 255 characters from `[A-Za-z0-9_.:-]`, unique per user.
-    #[schema(pattern = "^[A-Za-z0-9_.:-]{1,255}$")]
+    /// 1 to 255 characters without control characters, unique per user.
+    #[schema(min_length = 1, max_length = 255, pattern = "^[^\\x00-\\x1f\\x7f-\\x9f]+$")]
     pub key: String,
     /// Any JSON but `null`.
     #[schema(value_type = PreferenceJson)]
@@ -95,12 +95,57 @@ pub struct RecordBody {
 #[derive(Debug, Serialize, ToSchema)]
 #[schema(example = json!({"value": {"columns": 3}}))]
 pub struct RecordPatch {
-    /// 1 to 255 characters from `[A-Za-z0-9_.:-]`, unique per user.
-    #[schema(pattern = "^[A-Za-z0-9_.:-]{1,255}$")]
+    /// 1 to 255 characters without control characters, unique per user.
+    #[schema(min_length = 1, max_length = 255, pattern = "^[^\\x00-\\x1f\\x7f-\\x9f]+$")]
     pub key: Option<String>,
     /// Any JSON but `null`.
     #[schema(value_type = Option<PreferenceJson>)]
     pub value: Option<Value>,
+}
+
+/// A record `POST` or `PUT` body as a form: `value` is JSON text (Django REST framework's
+/// `JSONField` reads form input so), `key` is text.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(example = json!({"key": "layout", "value": "{\"columns\": 2}"}))]
+pub struct RecordForm {
+    /// 1 to 255 characters without control characters, unique per user.
+    #[schema(min_length = 1, max_length = 255, pattern = "^[^\\x00-\\x1f\\x7f-\\x9f]+$")]
+    pub key: String,
+    /// JSON text of any value but `null` (`"dark"` with its quotes, `2`, `{"columns": 2}`).
+    pub value: String,
+}
+
+/// A record `PATCH` body as a form: either field, as in [`RecordForm`].
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(example = json!({"value": "{\"columns\": 3}"}))]
+pub struct RecordFormPatch {
+    /// 1 to 255 characters without control characters, unique per user.
+    #[schema(min_length = 1, max_length = 255, pattern = "^[^\\x00-\\x1f\\x7f-\\x9f]+$")]
+    pub key: Option<String>,
+    /// JSON text of any value but `null`.
+    pub value: Option<String>,
+}
+
+/// A record `POST` or `PUT` body as `multipart/form-data`: the fields of a [`RecordForm`].
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(example = json!({"key": "layout", "value": "{\"columns\": 2}"}))]
+pub struct RecordMultipart {
+    /// 1 to 255 characters without control characters, unique per user.
+    #[schema(min_length = 1, max_length = 255, pattern = "^[^\\x00-\\x1f\\x7f-\\x9f]+$")]
+    pub key: String,
+    /// JSON text of any value but `null`.
+    pub value: String,
+}
+
+/// A record `PATCH` body as `multipart/form-data`: the fields of a [`RecordFormPatch`].
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(example = json!({"value": "{\"columns\": 3}"}))]
+pub struct RecordMultipartPatch {
+    /// 1 to 255 characters without control characters, unique per user.
+    #[schema(min_length = 1, max_length = 255, pattern = "^[^\\x00-\\x1f\\x7f-\\x9f]+$")]
+    pub key: Option<String>,
+    /// JSON text of any value but `null`.
+    pub value: Option<String>,
 }
 
 /// One message of a record-dialect error.
@@ -258,7 +303,8 @@ fn with_query(req: &HttpRequest, changes: &[(&str, Option<usize>)]) -> Option<St
 struct Page {
     limit: usize,
     offset: usize,
-    key: Option<String>,
+    /// Every `key` and `search` filter given: a record must have exactly each of these keys.
+    keys: Vec<String>,
 }
 
 impl Page {
@@ -266,7 +312,7 @@ impl Page {
     const MAX_LIMIT: usize = 100;
 
     fn from_query(query: &str) -> Self {
-        let mut page = Self { limit: Self::DEFAULT_LIMIT, offset: 0, key: None };
+        let mut page = Self { limit: Self::DEFAULT_LIMIT, offset: 0, keys: Vec::new() };
         for (name, value) in url::form_urlencoded::parse(query.as_bytes()) {
             match &*name {
                 "limit" => {
@@ -277,7 +323,7 @@ impl Page {
                         .map_or(Self::DEFAULT_LIMIT, |l: usize| l.min(Self::MAX_LIMIT));
                 }
                 "offset" => page.offset = value.parse().unwrap_or(0),
-                "key" | "search" if !value.is_empty() => page.key = Some(value.into_owned()),
+                "key" | "search" if !value.is_empty() => page.keys.push(value.into_owned()),
                 _ => {}
             }
         }
@@ -291,7 +337,7 @@ impl Page {
         ("limit" = Option<String>, Query, description = "Page size: 20 by default, at most 100; anything but a positive integer gives 20"),
         ("offset" = Option<String>, Query, description = "Records to skip; anything but a non-negative integer gives 0"),
         ("key" = Option<String>, Query, description = "Only the record with exactly this key"),
-        ("search" = Option<String>, Query, description = "The same as `key`")),
+        ("search" = Option<String>, Query, description = "The same as `key`; with both, both apply")),
     responses(
         (status = 200, description = "A page", body = RecordPage),
         (status = 304, description = "Not modified (If-None-Match)"),
@@ -307,7 +353,7 @@ pub(crate) async fn list(
     let page = Page::from_query(req.query_string());
     let all = state.service.namespace(&auth.actor, &target, &Namespace::Global).await?;
     let matching: Vec<&Preference> =
-        all.iter().filter(|p| page.key.as_deref().is_none_or(|k| p.key.as_str() == k)).collect();
+        all.iter().filter(|p| page.keys.iter().all(|k| p.key.as_str() == k)).collect();
     let count = matching.len();
     let results = matching.iter().skip(page.offset).take(page.limit).map(|p| Record::from(*p)).collect();
     let after = page.offset.saturating_add(page.limit);
@@ -375,16 +421,56 @@ fn fields(body: Value, required: bool) -> Result<(Option<String>, Option<Value>)
     if errors.is_empty() { Ok((key, value)) } else { Err(Error::Invalid(errors).into()) }
 }
 
-/// A JSON record body.
+/// A record body: JSON, or a form (`application/x-www-form-urlencoded`, `multipart/form-data`)
+/// whose fields are read as Django REST framework reads form input ([`form_members`]).
 async fn json_body(state: &AppState, req: &HttpRequest, payload: web::Payload) -> Result<Value, Problem> {
-    body::require_content_type(req, JSON)?;
-    body::read_json(req, payload, state.service.limits().max_body_bytes).await
+    let limit = state.service.limits().max_body_bytes;
+    match body::content_type(req).as_deref() {
+        Some(JSON) => body::read_json(req, payload, limit).await,
+        Some(kind @ (FORM | MULTIPART)) => {
+            form_members(body::read_form(req, payload, limit, kind == MULTIPART).await?).map(Value::Object)
+        }
+        _ => Err(Problem::UnsupportedMediaType(
+            "application/json, application/x-www-form-urlencoded or multipart/form-data",
+        )),
+    }
+}
+
+/// The members of a form body, as SelfCommunity's serializer reads them: `value` is a
+/// `JSONField`, whose form input is JSON text (text that is not JSON is `invalid`); `key` is text,
+/// or the string its text is when that is a JSON string (`"theme"` is `theme`). A field sent twice
+/// counts as its last; other fields are ignored, as in a JSON body.
+fn form_members(fields: Vec<(String, String)>) -> Result<Map<String, Value>, Problem> {
+    let last = |name: &str| fields.iter().rev().find(|(n, _)| n == name).map(|(_, text)| text.as_str());
+    let mut members = Map::new();
+    if let Some(text) = last("key") {
+        let key = match serde_json::from_str::<Value>(text) {
+            Ok(Value::String(key)) => key,
+            _ => text.to_owned(),
+        };
+        members.insert("key".to_owned(), Value::String(key));
+    }
+    if let Some(text) = last("value") {
+        match body::parse_json(text.as_bytes()) {
+            Ok(value) if !text.trim().is_empty() => {
+                members.insert("value".to_owned(), value);
+            }
+            _ => {
+                let invalid = FieldError::new("value", "invalid", "Value must be valid JSON.");
+                return Err(Error::invalid(invalid).into());
+            }
+        }
+    }
+    Ok(members)
 }
 
 /// Creates a record; its key must be new for the user.
 #[utoipa::path(post, operation_id = "record_create", path = "/api/v2/user/{user_id}/preference/", tag = "Records",
     params(("user_id" = String, Path, description = "An integer user id, or `me`")),
-    request_body(content = RecordBody, content_type = "application/json"),
+    request_body(content(
+        (RecordBody = "application/json"),
+        (RecordForm = "application/x-www-form-urlencoded"),
+        (RecordMultipart = "multipart/form-data"))),
     responses(
         (status = 201, description = "Created; `Location` names it", body = Record),
         RecordReadErrors,
@@ -414,7 +500,10 @@ pub(crate) async fn create(
 /// Replaces a record's key and value (both required).
 #[utoipa::path(put, operation_id = "record_put", path = "/api/v2/user/{user_id}/preference/{id}/", tag = "Records",
     params(("user_id" = String, Path, description = "An integer user id, or `me`"), ("id" = i64, Path, description = "The record id")),
-    request_body(content = RecordBody, content_type = "application/json"),
+    request_body(content(
+        (RecordBody = "application/json"),
+        (RecordForm = "application/x-www-form-urlencoded"),
+        (RecordMultipart = "multipart/form-data"))),
     responses(
         (status = 200, description = "The record", body = Record),
         RecordReadErrors,
@@ -433,7 +522,10 @@ pub(crate) async fn put(
 /// Changes a record's key (a rename keeps its id) and/or value.
 #[utoipa::path(patch, operation_id = "record_patch", path = "/api/v2/user/{user_id}/preference/{id}/", tag = "Records",
     params(("user_id" = String, Path, description = "An integer user id, or `me`"), ("id" = i64, Path, description = "The record id")),
-    request_body(content = RecordPatch, content_type = "application/json"),
+    request_body(content(
+        (RecordPatch = "application/json"),
+        (RecordFormPatch = "application/x-www-form-urlencoded"),
+        (RecordMultipartPatch = "multipart/form-data"))),
     responses(
         (status = 200, description = "The record", body = Record),
         RecordReadErrors,

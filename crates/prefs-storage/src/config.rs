@@ -9,7 +9,7 @@ use url::Url;
 
 use crate::error::StorageError;
 
-/// SQLite's `synchronous` setting (SPEC 5).
+/// SQLite's `synchronous` setting (docs/contract.md §5.2).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum SqliteSynchronous {
     /// `synchronous=FULL`: an acknowledged write survives a power loss. The default.
@@ -121,6 +121,15 @@ pub struct StoreConfig {
     /// which the read's query returns. So the cache never answers with a value older than an
     /// acknowledged write.
     pub namespace_cache_bytes: u64,
+    /// Whether PostgreSQL connections keep the statements they prepare, for the connection's life
+    /// (`PREFS_PG_PREPARED_STATEMENTS`, default `true`). Set it to `false` behind a
+    /// transaction-mode pooler (PgBouncer `pool_mode=transaction`, the transaction poolers of
+    /// managed databases), where consecutive transactions of one connection may run on different
+    /// server connections: then no statement outlives its transaction, every statement runs
+    /// inside a transaction, and no session setting is relied on. It costs a round trip or two
+    /// per operation; session-mode poolers and direct connections need it `true`. Ignored for
+    /// SQLite.
+    pub pg_prepared_statements: bool,
 }
 
 impl StoreConfig {
@@ -134,7 +143,8 @@ impl StoreConfig {
     pub const DEFAULT_NAMESPACE_CACHE_BYTES: u64 = 24 << 20;
 
     /// A configuration for `database_url` with the defaults: 8 connections, a 5 s wait,
-    /// `synchronous=FULL`, 100,000 cached users and 24 MiB of cached namespaces.
+    /// `synchronous=FULL`, 100,000 cached users, 24 MiB of cached namespaces and PostgreSQL
+    /// prepared statements kept.
     pub fn new(database_url: impl Into<String>) -> Self {
         Self {
             database_url: database_url.into(),
@@ -143,6 +153,7 @@ impl StoreConfig {
             sqlite_synchronous: SqliteSynchronous::default(),
             user_cache: Self::DEFAULT_USER_CACHE,
             namespace_cache_bytes: Self::DEFAULT_NAMESPACE_CACHE_BYTES,
+            pg_prepared_statements: true,
         }
     }
 }
@@ -156,6 +167,7 @@ impl fmt::Debug for StoreConfig {
             .field("sqlite_synchronous", &self.sqlite_synchronous)
             .field("user_cache", &self.user_cache)
             .field("namespace_cache_bytes", &self.namespace_cache_bytes)
+            .field("pg_prepared_statements", &self.pg_prepared_statements)
             .finish()
     }
 }

@@ -4,8 +4,8 @@
 //! The rule: anything that may go away by itself (no connection within the pool wait, a refused
 //! or closed connection, a lock wait that timed out — SQLite `SQLITE_BUSY`/`SQLITE_LOCKED`,
 //! PostgreSQL `lock_timeout` —, a read-only or full disk) is [`Error::Unavailable`]; a unique
-//! violation of `users.username` during provisioning is [`Error::UsernameTaken`]; everything else
-//! is [`Error::Internal`].
+//! violation of `users.username` during provisioning is [`Error::UsernameTaken`], and one of
+//! `users.id` [`Error::IdentityMismatch`]; everything else is [`Error::Internal`].
 
 use std::error::Error as StdError;
 use std::fmt;
@@ -65,6 +65,14 @@ pub(crate) enum Failure {
     /// Already a domain error (an `edit` error, a corrupt row, `UserNotFound`, ...): passed on
     /// unchanged.
     Domain(Error),
+}
+
+impl Failure {
+    /// Whether the server refused a write because it accepts none (SQLSTATE 25006: a standby,
+    /// or `default_transaction_read_only`).
+    pub(crate) fn read_only(&self) -> bool {
+        matches!(self, Self::Query(DieselError::DatabaseError(DatabaseErrorKind::ReadOnlyTransaction, _)))
+    }
 }
 
 impl From<DieselError> for Failure {
@@ -136,22 +144,30 @@ impl StdError for Shared {
     }
 }
 
-/// Maps the unique violation of `users.username` to [`Error::UsernameTaken`]; other errors pass.
-pub(crate) fn username_conflict(error: DieselError, username: &Username) -> Failure {
+/// Maps the unique violations of inserting a user: of `users.username` to
+/// [`Error::UsernameTaken`], of `users.id` (the id is another user's) to
+/// [`Error::IdentityMismatch`]; other errors pass.
+pub(crate) fn user_conflict(error: DieselError, username: &Username) -> Failure {
     match &error {
-        DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, info)
-            if names_username(info.as_ref()) =>
-        {
-            Failure::Domain(Error::UsernameTaken(username.as_str().to_owned()))
+        DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, info) => {
+            match constraint(info.as_ref()) {
+                name if name.contains("username") => {
+                    Failure::Domain(Error::UsernameTaken(username.as_str().to_owned()))
+                }
+                "users_pkey" | "UNIQUE constraint failed: users.id" => {
+                    Failure::Domain(Error::IdentityMismatch)
+                }
+                _ => Failure::Query(error),
+            }
         }
         _ => Failure::Query(error),
     }
 }
 
-/// PostgreSQL names the constraint (`users_username_key`); SQLite only says it in the message
-/// (`UNIQUE constraint failed: users.username`).
-fn names_username(info: &(dyn DatabaseErrorInformation + Send + Sync)) -> bool {
-    info.constraint_name().unwrap_or_else(|| info.message()).contains("username")
+/// The violated constraint: PostgreSQL names it (`users_username_key`, `users_pkey`); SQLite only
+/// says it in the message (`UNIQUE constraint failed: users.username`).
+fn constraint(info: &(dyn DatabaseErrorInformation + Send + Sync)) -> &str {
+    info.constraint_name().unwrap_or_else(|| info.message())
 }
 
 /// Messages of transient database errors that diesel reports as `Unknown`: diesel keeps neither
@@ -241,14 +257,19 @@ mod tests {
             Box::new("UNIQUE constraint failed: preferences.user_id".to_owned()),
         );
         let alice = Username::parse("alice").unwrap();
-        assert!(matches!(Error::from(username_conflict(unique, &alice)), Error::Internal(_)));
+        assert!(matches!(Error::from(user_conflict(unique, &alice)), Error::Internal(_)));
         let unique = DieselError::DatabaseError(
             DatabaseErrorKind::UniqueViolation,
             Box::new("UNIQUE constraint failed: users.username".to_owned()),
         );
         assert!(
-            matches!(Error::from(username_conflict(unique, &alice)), Error::UsernameTaken(u) if u == "alice")
+            matches!(Error::from(user_conflict(unique, &alice)), Error::UsernameTaken(u) if u == "alice")
         );
+        let unique = DieselError::DatabaseError(
+            DatabaseErrorKind::UniqueViolation,
+            Box::new("UNIQUE constraint failed: users.id".to_owned()),
+        );
+        assert!(matches!(Error::from(user_conflict(unique, &alice)), Error::IdentityMismatch));
         let edit_error = Error::TooManyKeys { limit: 3 };
         assert!(matches!(Error::from(Failure::Domain(edit_error)), Error::TooManyKeys { limit: 3 }));
     }

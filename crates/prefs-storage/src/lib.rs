@@ -33,12 +33,17 @@
 //! committed to the database since, on PostgreSQL while the user's `version` is the same. PostgreSQL reads under way together on a
 //! thread go in one query, which checks the versions and loads only what changed.
 //!
+//! PostgreSQL connections honour libpq's TLS parameters in the URL (`sslmode`, `sslrootcert`,
+//! `sslcert`, `sslkey`; rustls, no OpenSSL), several hosts with `target_session_attrs`, and, with
+//! [`StoreConfig::pg_prepared_statements`] off, work behind a transaction-mode pooler.
+//!
 //! The `testing` feature adds `prefs_storage::testing`: fresh scratch databases for this crate's
 //! contract suite (`tests/contract.rs`) and for other crates' tests.
 
 mod config;
 mod error;
 mod pool;
+mod postgres;
 mod read;
 mod readers;
 mod rows;
@@ -48,6 +53,7 @@ mod store;
 #[cfg(feature = "testing")]
 pub mod testing;
 mod transaction;
+mod user_ids;
 mod writer;
 
 pub use config::{Backend, SqliteSynchronous, StoreConfig};

@@ -19,13 +19,16 @@ use std::time::Duration;
 use deadpool::managed::Object;
 use diesel::prelude::*;
 use diesel_async::pooled_connection::deadpool::Pool;
-use diesel_async::pooled_connection::{AsyncDieselConnectionManager, ManagerConfig, RecyclingMethod};
+use diesel_async::pooled_connection::{
+    AsyncDieselConnectionManager, ManagerConfig, PoolableConnection, RecyclingMethod,
+};
 use diesel_async::{AsyncConnection, AsyncPgConnection, SimpleAsyncConnection, TransactionManager};
 use futures_util::future::FutureExt;
 use prefs_domain::Error;
 use thread_local::ThreadLocal;
 
 use crate::error::{CheckoutTimeout, Failure};
+use crate::postgres::PgConnector;
 use crate::read::{Queue, Remembered};
 use crate::readers::Readers;
 use crate::writer::Writer;
@@ -63,23 +66,72 @@ pub(crate) struct PgPools {
     queues: ThreadLocal<Arc<std::sync::Mutex<Queue>>>,
     /// The answers reads found, each at its user's version.
     remembered: Option<Remembered>,
-    url: String,
+    connector: Arc<PgConnector>,
     size: usize,
-    setup_sql: String,
+    /// `lock_timeout` in milliseconds: a session setting of each connection, or behind a
+    /// transaction-mode pooler one of each transaction ([`PgPools::begin_sql`]).
+    lock_timeout_ms: u128,
 }
 
 impl PgPools {
-    /// Pools of `size` connections to `url`, each running `setup_sql` when it is made; answers
-    /// are remembered up to `remember` bytes in all.
-    pub(crate) fn new(url: &str, size: usize, setup_sql: String, remember: u64) -> Self {
+    /// Pools of `size` connections made by `connector`; answers are remembered up to `remember`
+    /// bytes in all.
+    pub(crate) fn new(connector: PgConnector, size: usize, lock_timeout_ms: u128, remember: u64) -> Self {
         Self {
             pools: ThreadLocal::new(),
             readers: ThreadLocal::new(),
             queues: ThreadLocal::new(),
             remembered: Remembered::new(remember),
-            url: url.to_owned(),
+            connector: Arc::new(connector),
             size,
-            setup_sql,
+            lock_timeout_ms,
+        }
+    }
+
+    /// Whether statements may stay prepared across transactions: `false` behind a
+    /// transaction-mode pooler, where every statement runs in a transaction and no session
+    /// setting holds ([`StoreConfig::pg_prepared_statements`](crate::StoreConfig)).
+    pub(crate) fn prepared_statements(&self) -> bool {
+        self.connector.prepared_statements()
+    }
+
+    /// What begins a transaction: `BEGIN`, and behind a transaction-mode pooler the transaction's
+    /// `lock_timeout` with it (a session's would hold on whichever server ran it).
+    pub(crate) fn begin_sql(&self) -> String {
+        match self.transaction_setup() {
+            None => "BEGIN".to_owned(),
+            Some(setup) => format!("BEGIN; {setup}"),
+        }
+    }
+
+    /// Behind a transaction-mode pooler, what each transaction sets first: its `lock_timeout`.
+    pub(crate) fn transaction_setup(&self) -> Option<String> {
+        (!self.prepared_statements()).then(|| format!("SET LOCAL lock_timeout = {}", self.lock_timeout_ms))
+    }
+
+    /// A connection to read on: one of this thread's shared read connections
+    /// ([`PgPools::reader`]), or behind a transaction-mode pooler a pooled connection inside a
+    /// transaction of its own.
+    pub(crate) async fn reading(&self, wait: Duration) -> Result<Reading, Failure> {
+        if self.prepared_statements() {
+            return Ok(Reading::Shared(self.reader(wait).await?));
+        }
+        let deadline = tokio::time::Instant::now() + wait;
+        let mut attempts = 0;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let mut lease = Lease::checkout(self.here()?, left).await?;
+            match lease.conn().batch_execute("BEGIN").await {
+                Ok(()) => return Ok(Reading::Leased(Box::new(lease))),
+                // The server closed this idle connection (a restart, an idle timeout), which it
+                // may not know yet: the lease, unsettled, closes it; another is tried.
+                Err(error) => {
+                    attempts += 1;
+                    if attempts > 2 {
+                        return Err(error.into());
+                    }
+                }
+            }
         }
     }
 
@@ -91,15 +143,15 @@ impl PgPools {
         let mut readers = tokio::time::timeout_at(deadline, self.readers.get_or_default().lock())
             .await
             .map_err(timed_out)?;
+        // An idle connection the server closed (a restart, a failover) goes: its driver ended.
+        readers.retain_mut(|conn| Arc::get_mut(conn).is_none_or(|conn| !conn.is_broken()));
         // Each reader is held by the list and by every read under way on it.
         if let Some(idlest) = readers.iter().min_by_key(|conn| Arc::strong_count(conn))
             && (Arc::strong_count(idlest) == 1 || readers.len() >= READERS)
         {
             return Ok(idlest.clone());
         }
-        let conn: AsyncPgConnection = tokio::time::timeout_at(deadline, open(&self.url, &self.setup_sql))
-            .await
-            .map_err(timed_out)??;
+        let conn = tokio::time::timeout_at(deadline, self.connector.connect()).await.map_err(timed_out)??;
         let conn = Arc::new(conn);
         readers.push(conn.clone());
         Ok(conn)
@@ -122,6 +174,15 @@ impl PgPools {
         }
     }
 
+    /// Stops handing out every thread's read connections (the server they reach takes no
+    /// writes): reads open new ones, which go to the host that takes writes when the URL names
+    /// several (`target_session_attrs=read-write`).
+    pub(crate) async fn reconnect(&self) {
+        for readers in self.readers.iter() {
+            readers.lock().await.clear();
+        }
+    }
+
     /// This thread's pool.
     pub(crate) fn here(&self) -> Result<&Pool<AsyncPgConnection>, Failure> {
         self.pools
@@ -131,16 +192,17 @@ impl PgPools {
 
     /// A pool whose connections run the setup once, when they are made.
     fn build(&self) -> Result<Pool<AsyncPgConnection>, deadpool::managed::BuildError> {
-        let setup_sql = self.setup_sql.clone();
+        let connector = self.connector.clone();
         let mut config = ManagerConfig::default();
         // A connection the server closed reports itself closed (its driver task ended), so the
         // fast check replaces it without a `SELECT 1` round trip before every query.
         config.recycling_method = RecyclingMethod::Fast;
-        config.custom_setup = Box::new(move |url| {
-            let (url, setup_sql) = (url.to_owned(), setup_sql.clone());
-            async move { open(&url, &setup_sql).await }.boxed()
+        config.custom_setup = Box::new(move |_| {
+            let connector = connector.clone();
+            async move { connector.connect().await }.boxed()
         });
-        Pool::builder(AsyncDieselConnectionManager::new_with_config(&self.url, config))
+        // The connector has the URL (parsed, its TLS settings applied); the manager's is unused.
+        Pool::builder(AsyncDieselConnectionManager::new_with_config("postgres://", config))
             .max_size(self.size)
             .build()
     }
@@ -216,6 +278,55 @@ impl Drop for Lease {
     }
 }
 
+/// A connection a read runs on ([`PgPools::reading`]).
+pub(crate) enum Reading {
+    /// One of the thread's shared read connections.
+    Shared(Arc<AsyncPgConnection>),
+    /// A pooled connection inside a transaction of its own (behind a transaction-mode pooler).
+    Leased(Box<Lease>),
+}
+
+impl Reading {
+    /// The connection.
+    pub(crate) fn conn(&self) -> &AsyncPgConnection {
+        match self {
+            Self::Shared(conn) => conn,
+            Self::Leased(lease) => lease.object.as_ref().expect("a lease holds its connection until dropped"),
+        }
+    }
+
+    /// Ends the read with its outcome `out`: a shared connection on which a query failed is
+    /// retired; a leased one's transaction is committed (or rolled back), and the connection goes
+    /// back to the pool only when all went well.
+    pub(crate) async fn finish<T>(self, pools: &PgPools, out: Result<T, Failure>) -> Result<T, Failure> {
+        match self {
+            Self::Shared(conn) => {
+                if let Err(Failure::Query(_)) = &out {
+                    pools.retire(&conn).await;
+                }
+                out
+            }
+            Self::Leased(mut lease) => {
+                let end = if out.is_ok() { "COMMIT" } else { "ROLLBACK" };
+                let ended = lease.conn().batch_execute(end).await;
+                match (out, ended) {
+                    (Ok(value), Ok(())) => {
+                        lease.settle();
+                        Ok(value)
+                    }
+                    (Ok(_), Err(error)) => Err(error.into()),
+                    (Err(error), ended) => {
+                        if ended.is_ok() && !matches!(error, Failure::Query(_)) {
+                            lease.settle();
+                        }
+                        Err(error)
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// Pins the output type of a `with_conn!` body so `?` knows what to convert into.
 pub(crate) fn body<T, F: Future<Output = Result<T, Failure>>>(future: F) -> F {
     future
@@ -285,6 +396,12 @@ macro_rules! with_conn {
         $crate::pool::with_conn!(@postgres $pools, $wait, |conn| {
             type Manager = <::diesel_async::AsyncPgConnection as ::diesel_async::AsyncConnection>::TransactionManager;
             <Manager as ::diesel_async::TransactionManager<_>>::begin_transaction(conn).await?;
+            if let Some(setup) = $pools.transaction_setup() {
+                // Behind a transaction-mode pooler: the lock timeout of this transaction.
+                if let Err(error) = ::diesel_async::SimpleAsyncConnection::batch_execute(conn, &setup).await {
+                    return $crate::pool::finish(conn, Err(error.into())).await;
+                }
+            }
             let out = $crate::pool::body(async {
                 let $conn = &mut *conn;
                 $body
@@ -295,7 +412,7 @@ macro_rules! with_conn {
     };
     (@pipelined $pools:expr, $wait:expr, |$conn:ident| $body:expr) => {
         $crate::pool::with_conn!(@postgres $pools, $wait, |conn| {
-            let mut transaction = $crate::transaction::Pipelined::new(conn);
+            let mut transaction = $crate::transaction::Pipelined::new(conn, &$pools);
             let out = $crate::pool::body(async {
                 let $conn = &mut transaction;
                 $body
@@ -322,17 +439,18 @@ macro_rules! with_conn {
             // the server may have closed the first one (a restart, an idle timeout).
             let mut tried = false;
             loop {
-                let shared = $pools.reader($wait).await?;
+                let reading = $pools.reading($wait).await?;
                 let out = $crate::pool::body(async {
+                    let shared: &::diesel_async::AsyncPgConnection = reading.conn();
                     let $conn = &mut &*shared;
                     $body
                 })
                 .await;
-                if let Err($crate::error::Failure::Query(_)) = &out {
-                    $pools.retire(&shared).await;
-                    if !std::mem::replace(&mut tried, true) {
-                        continue;
-                    }
+                let out = reading.finish(&$pools, out).await;
+                if let Err($crate::error::Failure::Query(_)) = &out
+                    && !std::mem::replace(&mut tried, true)
+                {
+                    continue;
                 }
                 break out;
             }
@@ -347,7 +465,12 @@ macro_rules! with_conn {
                 $body
             })
             .await;
-            lease.settle();
+            // A server that refuses writes (a standby, after a failover) keeps its connections:
+            // this one is closed, so the next is made anew, to the host that takes writes now
+            // (`target_session_attrs=read-write`).
+            if !matches!(&out, Err(failure) if failure.read_only()) {
+                lease.settle();
+            }
             out
         })
         .await

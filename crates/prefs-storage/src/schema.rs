@@ -4,7 +4,8 @@
 diesel::table! {
     /// Users known to prefs.
     users (id) {
-        /// Assigned by the database, never reused.
+        /// Assigned by the database, never reused; or given: the user's id at the identity
+        /// provider, which the database never assigns afterwards ([`crate::user_ids`]).
         id -> BigInt,
         /// The token `sub`; unique.
         subject -> Text,
@@ -14,7 +15,8 @@ diesel::table! {
         created_at -> BigInt,
         /// On PostgreSQL, grows by one in every transaction that writes the user's preferences
         /// (readers check the answers they remember against it); SQLite's readers go by
-        /// `PRAGMA data_version` instead, and leave it at 0.
+        /// `PRAGMA data_version` instead, and leave it as it starts. Starts at 0, or at
+        /// `created_at` for a user created with a given id, which may have been a removed user's.
         version -> BigInt,
     }
 }

@@ -54,8 +54,7 @@ impl AsyncConnectionCore for SqliteConn {
     {
         let rows = LoadConnection::load(&mut self.conn, Untyped(source.as_query())).map(|cursor| {
             let mut cache = Default::default();
-            let rows: Vec<_> = cursor.map(|row| row.map(|row| row.into_owned(&mut cache))).collect();
-            stream::iter(rows)
+            stream::iter(until_error(cursor.map(|row| row.map(|row| row.into_owned(&mut cache)))))
         });
         ready(rows)
     }
@@ -115,10 +114,39 @@ impl<T: QueryId> QueryId for Untyped<T> {
     const HAS_STATIC_QUERY_ID: bool = T::HAS_STATIC_QUERY_ID;
 }
 
+/// The items of `cursor` up to its first error, which is the last one. SQLite starts a statement
+/// over when it is stepped again after an error, and diesel's cursor steps it again: past an
+/// error that comes after some rows (a damaged page, `SQLITE_CORRUPT`) the cursor would give those
+/// rows and the error again, without end.
+fn until_error<T, E>(cursor: impl Iterator<Item = Result<T, E>>) -> Vec<Result<T, E>> {
+    let mut items = Vec::new();
+    for item in cursor {
+        let failed = item.is_err();
+        items.push(item);
+        if failed {
+            break;
+        }
+    }
+    items
+}
+
 /// The output of `future`, which must finish at its first poll: a SQLite body, whose statements
 /// run inline, so it never waits for anything.
 pub(crate) fn inline<F: Future>(future: F) -> Result<F::Output, Failure> {
     future
         .now_or_never()
         .ok_or_else(|| Failure::Domain(Error::Internal("a SQLite call did not finish inline".into())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::until_error;
+
+    #[test]
+    fn a_cursor_is_read_up_to_its_first_error() {
+        // As SQLite's cursor past a damaged page: the rows before it and the error, over and over.
+        let endless = [Ok(1), Ok(2), Err("malformed")].into_iter().cycle();
+        assert_eq!(until_error(endless), [Ok(1), Ok(2), Err("malformed")]);
+        assert_eq!(until_error([Ok::<_, ()>(1), Ok(2)].into_iter()), [Ok(1), Ok(2)]);
+    }
 }

@@ -13,21 +13,23 @@ use diesel_async::async_connection_wrapper::AsyncConnectionWrapper;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 use prefs_domain::{
-    Change, Edit, Error, Namespace, Preference, PreferenceId, PreferenceKey, PreferenceStore, Result, User,
-    UserId, UserStore, Username,
+    Change, Edit, Error, FieldError, Namespace, Preference, PreferenceId, PreferenceKey, PreferenceStore,
+    Result, User, UserId, UserStore, Username,
 };
 use quick_cache::sync::Cache;
 
 use crate::PoolStatus;
 use crate::config::{Backend, StoreConfig};
-use crate::error::{Failure, StorageError, username_conflict};
+use crate::error::{Failure, StorageError, user_conflict};
 use crate::pool::{self, Lease, PgPools, Pools, with_conn};
+use crate::postgres::PgConnector;
 use crate::read::Read;
 use crate::readers::Readers;
 use crate::rows::{NewPreference, NewUser, UserRow, namespace_from, now_micros, preferences_from};
 use crate::schema::{preferences, users};
 use crate::sqlite;
 use crate::transaction::{Statement, Transaction};
+use crate::user_ids::InsertWithId;
 use crate::writer::Writer;
 
 const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("../../migrations/sqlite");
@@ -37,14 +39,24 @@ const POSTGRES_MIGRATIONS: EmbeddedMigrations = embed_migrations!("../../migrati
 /// instances start together.
 const MIGRATION_LOCK: i64 = 0x7072_6566_735f_6d69; // "prefs_mi"
 
+/// How many times provisioning looks a subject up and tries to sign it up, when a concurrent
+/// sign-up took the id it wanted (see [`crate::user_ids`]).
+const SIGN_UP_ATTEMPTS: usize = 4;
+
 /// The storage adapter: implements [`UserStore`] and [`PreferenceStore`] over SQLite or
 /// PostgreSQL, chosen by the database URL. Cloning is cheap and shares the connections.
 ///
+/// Users provisioned with the identity provider's id take it; the ids the store assigns itself
+/// never collide with those, given before or after (SQLite's `AUTOINCREMENT` follows them,
+/// PostgreSQL's sequence is moved past them and an insert that still collides is tried again).
+///
 /// It remembers the users it provisions ([`StoreConfig::user_cache`]), so that
-/// [`UserStore::provision`] of a known subject and username needs no query. It also remembers
-/// the namespaces and single preferences its reads found, while they are still right
-/// ([`StoreConfig::namespace_cache_bytes`]). A remembered user stays right while it exists: ids
-/// are never reused, and a changed username misses the cache. A user removed meanwhile (by
+/// [`UserStore::provision`] of a known subject and username (and id, when one is asked for) needs
+/// no query. It also remembers the namespaces and single preferences its reads found, while they
+/// are still right ([`StoreConfig::namespace_cache_bytes`]). A remembered user stays right while
+/// it exists: the store never assigns an id twice, an identity provider never gives one id to two
+/// people (so a removed user's id comes back only for the same person), and a changed username or
+/// another id asked for misses the cache (the database decides). A user removed meanwhile (by
 /// `prefs users remove` or another instance) is noticed by the next read or write for it, which
 /// answers [`Error::UserNotFound`] and forgets it; the service then provisions the subject again.
 #[derive(Clone)]
@@ -97,10 +109,11 @@ impl DieselStore {
             }
             Backend::Postgres => {
                 let setup = format!("SET lock_timeout = {wait_ms}");
+                let connector = PgConnector::new(url, config.pg_prepared_statements, setup)?;
                 Pools::Postgres(Arc::new(PgPools::new(
-                    url,
+                    connector,
                     config.pool_size,
-                    setup,
+                    wait_ms,
                     config.namespace_cache_bytes,
                 )))
             }
@@ -140,8 +153,20 @@ impl DieselStore {
                 // connection taken out of the pool (dropped afterwards, releasing the lock).
                 let pool = pools.here().map_err(unreachable)?;
                 let conn = Lease::checkout(pool, self.pool_wait).await.map_err(unreachable)?.detach();
+                let pooled = !pools.prepared_statements();
                 tokio::task::spawn_blocking(move || {
                     let mut conn = AsyncConnectionWrapper::<AsyncPgConnection>::from(conn);
+                    if pooled {
+                        // Behind a transaction-mode pooler, a session's lock could be taken on
+                        // one server and never released: all the migrations run in one
+                        // transaction (each in a savepoint), under a transaction's lock.
+                        return conn.transaction(|conn| {
+                            conn.batch_execute(&format!(
+                                "SET LOCAL lock_timeout = 0; SELECT pg_advisory_xact_lock({MIGRATION_LOCK})"
+                            ))?;
+                            conn.run_pending_migrations(POSTGRES_MIGRATIONS).map(drop)
+                        });
+                    }
                     conn.batch_execute(&format!(
                         "SET lock_timeout = 0; SELECT pg_advisory_lock({MIGRATION_LOCK})"
                     ))?;
@@ -187,26 +212,84 @@ impl DieselStore {
         out
     }
 
+    /// The user of `subject` as the database has it, signed up (or renamed) if need be: the
+    /// uncached part of [`UserStore::provision`].
+    async fn find_or_sign_up(&self, subject: &str, username: &Username, id: Option<UserId>) -> Result<User> {
+        for _ in 0..SIGN_UP_ATTEMPTS {
+            match self.user_by_subject(subject).await? {
+                Some(user) if id.is_some_and(|id| id != user.id) => return Err(Error::IdentityMismatch),
+                Some(user) if user.username == *username => return Ok(user),
+                Some(_) => {}
+                // A new subject: the id it brings must be free (no write for a token that lies).
+                None if let Some(id) = id => match self.user_by_id(id).await? {
+                    Some(holder) if holder.subject != subject => return Err(Error::IdentityMismatch),
+                    // Signed up meanwhile.
+                    Some(_) => continue,
+                    None => {}
+                },
+                None => {}
+            }
+            match self.sign_up(subject, username, id).await {
+                // The id was taken meanwhile: by this subject (a concurrent first sign-in), by
+                // another, or, without `id`, by an explicit insert under way. Look again.
+                Err(Error::IdentityMismatch) => {}
+                signed_up => return signed_up,
+            }
+        }
+        match id {
+            Some(_) => Err(Error::IdentityMismatch),
+            // Explicit inserts took every id drawn meanwhile: a moment later some will be free.
+            None => Err(Error::Unavailable("no free user id after several attempts".into())),
+        }
+    }
+
     /// Records a new subject, or a subject's new username: one atomic upsert on the subject.
-    async fn sign_up(&self, subject: &str, username: &Username) -> Result<User> {
+    /// With `id`, the new user takes it ([`crate::user_ids`]), and a subject whose user has
+    /// another id is [`Error::IdentityMismatch`], as is an id another subject's user holds.
+    async fn sign_up(&self, subject: &str, username: &Username, id: Option<UserId>) -> Result<User> {
         let (subject, username) = (subject.to_owned(), username.clone());
         with_conn!(
             self,
             transaction | conn | {
                 let new =
                     NewUser { subject: &subject, username: username.as_str(), created_at: now_micros() };
-                let row = diesel::insert_into(users::table)
-                    .values(&new)
-                    .on_conflict(users::subject)
-                    .do_update()
-                    .set(users::username.eq(excluded(users::username)))
-                    .returning(UserRow::as_returning())
-                    .get_result(conn)
-                    .await
-                    .map_err(|e| username_conflict(e, &username))?;
-                Ok(User::try_from(row)?)
+                let row = match id {
+                    Some(id) => conn.insert_with_id(&new, id.0).await,
+                    None => {
+                        diesel::insert_into(users::table)
+                            .values(&new)
+                            .on_conflict(users::subject)
+                            .do_update()
+                            .set(users::username.eq(excluded(users::username)))
+                            .returning(UserRow::as_returning())
+                            .get_result(conn)
+                            .await
+                    }
+                }
+                .map_err(|e| user_conflict(e, &username))?;
+                let user = User::try_from(row)?;
+                if id.is_some_and(|id| id != user.id) {
+                    // The subject's user has another id: rolled back, its username unchanged.
+                    return Err(Error::IdentityMismatch.into());
+                }
+                Ok(user)
             }
         )
+    }
+
+    /// The user with this subject, if any.
+    async fn user_by_subject(&self, subject: &str) -> Result<Option<User>> {
+        // Lookups by a unique key use `get_result`, not `first`: `first` binds a `LIMIT`, and
+        // SQLite re-plans a statement whose `LIMIT` is re-bound, on every call.
+        with_conn!(self, |conn| {
+            let found: Option<UserRow> = users::table
+                .filter(users::subject.eq(subject))
+                .select(UserRow::as_select())
+                .get_result(conn)
+                .await
+                .optional()?;
+            Ok(found.map(User::try_from).transpose()?)
+        })
     }
 
     /// The preferences `read` finds, ordered by id, or as this thread remembers them while they
@@ -274,27 +357,18 @@ pub(crate) fn in_namespace<'a>(user: i64, namespace: &'a str) -> _ {
 
 #[async_trait]
 impl UserStore for DieselStore {
-    async fn provision(&self, subject: &str, username: &Username) -> Result<User> {
+    async fn provision(&self, subject: &str, username: &Username, id: Option<UserId>) -> Result<User> {
+        if id.is_some_and(|id| id.0 <= 0) {
+            return Err(FieldError::new("id", "invalid", "A user id must be a positive integer.").into());
+        }
+        // A remembered user of another id proves nothing (it may be gone): the database decides.
+        let fits = |user: &User| user.username == *username && id.is_none_or(|id| id == user.id);
         let cached = self.users.as_ref().and_then(|users| users.get(subject));
-        if let Some(user) = cached.filter(|user| user.username == *username) {
+        if let Some(user) = cached.filter(fits) {
             return Ok(user);
         }
-        // The common case, on every request the cache missed: one indexed read, no write. Lookups
-        // by a unique key use `get_result`, not `first`: `first` binds a `LIMIT`, and SQLite
-        // re-plans a statement whose `LIMIT` is re-bound, on every call.
-        let found = with_conn!(self, |conn| {
-            let found: Option<UserRow> = users::table
-                .filter(users::subject.eq(subject))
-                .select(UserRow::as_select())
-                .get_result(conn)
-                .await
-                .optional()?;
-            Ok(found.map(User::try_from).transpose()?)
-        })?;
-        let user = match found.filter(|user| user.username == *username) {
-            Some(user) => user,
-            None => self.sign_up(subject, username).await?,
-        };
+        // The common case, on every request the cache missed: one indexed read, no write.
+        let user = self.find_or_sign_up(subject, username, id).await?;
         if let Some(users) = &self.users {
             users.insert(user.subject.clone(), user.clone());
         }
@@ -415,11 +489,30 @@ impl PreferenceStore for DieselStore {
         self.noticing(written)
     }
 
+    /// SQLite: the database answers. PostgreSQL: it answers and takes writes: a server in
+    /// recovery (a standby) or with `default_transaction_read_only` would refuse every write, so
+    /// the instance is not ready until it does (or, with several hosts and
+    /// `target_session_attrs=read-write`, until its connections move to the new primary).
     async fn ping(&self) -> Result<()> {
-        with_conn!(self, |conn| {
-            diesel::select(1.into_sql::<diesel::sql_types::Integer>()).get_result::<i32>(conn).await?;
-            Ok(())
-        })
+        if self.backend() == Backend::Sqlite {
+            return with_conn!(self, |conn| {
+                diesel::select(1.into_sql::<diesel::sql_types::Integer>()).get_result::<i32>(conn).await?;
+                Ok(())
+            });
+        }
+        let writable = with_conn!(self, |conn| {
+            let writable =
+                dsl::sql::<diesel::sql_types::Bool>("current_setting('transaction_read_only') = 'off'");
+            Ok(diesel::select(writable).get_result::<bool>(conn).await?)
+        })?;
+        if writable {
+            return Ok(());
+        }
+        if let Pools::Postgres(pools) = &self.pools {
+            // Connections made now go to whichever host takes writes.
+            pools.reconnect().await;
+        }
+        Err(Error::Unavailable("the PostgreSQL server accepts no writes (read-only: a standby, or default_transaction_read_only)".into()))
     }
 }
 

@@ -3,20 +3,61 @@
 //!
 //! PostgreSQL scratch databases are created on the server named by `PREFS_TEST_POSTGRES_URL`, an
 //! admin URL such as `postgres://postgres@127.0.0.1:55432/postgres` (`tests/postgres.sh start`
-//! starts such a server and prints it).
+//! starts such a server and prints it; its TLS parameters, `sslmode=verify-full&sslrootcert=…`,
+//! are honoured). With `PREFS_TEST_POSTGRES_POOLED_URL` as well (a pooler in front of that
+//! server, such as `tests/pgbouncer.sh start` prints), the stores use the scratch database through
+//! it while the databases are still created and dropped directly; `PREFS_PG_PREPARED_STATEMENTS`
+//! sets [`StoreConfig::pg_prepared_statements`] of [`Scratch::config`].
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use diesel::Connection;
-use diesel_async::{AsyncConnection, AsyncPgConnection, SimpleAsyncConnection};
+use diesel_async::{AsyncPgConnection, SimpleAsyncConnection};
 use tempfile::TempDir;
-use url::Url;
 
 use crate::{Backend, DieselStore, StoreConfig};
 
 /// The environment variable naming the PostgreSQL server for scratch databases.
 pub const POSTGRES_URL_VAR: &str = "PREFS_TEST_POSTGRES_URL";
+
+/// The environment variable naming a pooler in front of that server, through which the stores
+/// reach the scratch databases (optional).
+pub const POSTGRES_POOLED_URL_VAR: &str = "PREFS_TEST_POSTGRES_POOLED_URL";
+
+/// The environment variable that sets [`StoreConfig::pg_prepared_statements`] of
+/// [`Scratch::config`] (`true` or `false`; the default `true`).
+pub const PREPARED_STATEMENTS_VAR: &str = "PREFS_PG_PREPARED_STATEMENTS";
+
+/// Whether [`PREPARED_STATEMENTS_VAR`] leaves prepared statements on.
+fn prepared_statements() -> bool {
+    std::env::var(PREPARED_STATEMENTS_VAR).map_or(true, |v| !matches!(v.trim(), "false" | "0" | "no" | "off"))
+}
+
+/// A PostgreSQL connection to `url` (its TLS settings honoured), for administration and for
+/// tests' own SQL.
+///
+/// # Errors
+/// When the URL is unusable or the connection cannot be made.
+pub async fn pg_connect(url: &str) -> Result<AsyncPgConnection, Box<dyn std::error::Error + Send + Sync>> {
+    let connector = crate::postgres::PgConnector::new(url, prepared_statements(), String::new())?;
+    Ok(connector.connect().await?)
+}
+
+/// `url` with its database name replaced by `name`; the query (TLS parameters, …) is kept. Works
+/// on URLs with several hosts too, which the `url` crate cannot parse.
+fn with_database(url: &str, name: &str) -> String {
+    let (base, query) = url.split_once('?').map_or((url, None), |(base, query)| (base, Some(query)));
+    let authority_start = base.find("://").map_or(0, |i| i + 3);
+    let base = match base[authority_start..].find('/') {
+        Some(slash) => &base[..authority_start + slash],
+        None => base,
+    };
+    match query {
+        Some(query) => format!("{base}/{name}?{query}"),
+        None => format!("{base}/{name}"),
+    }
+}
 
 /// A fresh, empty database; it lasts as long as this value (a PostgreSQL one is dropped, best
 /// effort, with `DROP DATABASE … WITH (FORCE)`).
@@ -63,17 +104,16 @@ pub async fn scratch(backend: Backend) -> Scratch {
                 )
             });
             let name = unique_name();
-            let mut admin = AsyncPgConnection::establish(&admin_url).await.unwrap_or_else(|e| {
+            let mut admin = pg_connect(&admin_url).await.unwrap_or_else(|e| {
                 panic!("connect to {POSTGRES_URL_VAR} (is `tests/postgres.sh start` running?): {e}")
             });
             admin
                 .batch_execute(&format!("CREATE DATABASE {name}"))
                 .await
                 .unwrap_or_else(|e| panic!("create scratch database {name}: {e}"));
-            let mut url =
-                Url::parse(&admin_url).unwrap_or_else(|e| panic!("{POSTGRES_URL_VAR} is not a URL: {e}"));
-            url.set_path(&name);
-            Scratch { url: url.into(), backend, keep: Keep::Database { admin_url, name } }
+            let app_url = std::env::var(POSTGRES_POOLED_URL_VAR).unwrap_or_else(|_| admin_url.clone());
+            let url = with_database(&app_url, &name);
+            Scratch { url, backend, keep: Keep::Database { admin_url, name } }
         }
     }
 }
@@ -84,14 +124,17 @@ impl Scratch {
         self.backend
     }
 
-    /// A store over this database with the default configuration, migrated.
+    /// The default configuration for this database, with [`PREPARED_STATEMENTS_VAR`] applied.
+    pub fn config(&self) -> StoreConfig {
+        StoreConfig { pg_prepared_statements: prepared_statements(), ..StoreConfig::new(&self.url) }
+    }
+
+    /// A store over this database with the default configuration ([`Scratch::config`]), migrated.
     ///
     /// # Panics
     /// When connecting or migrating fails.
     pub async fn store(&self) -> DieselStore {
-        let store = DieselStore::connect(&StoreConfig::new(&self.url))
-            .await
-            .expect("connect to the scratch database");
+        let store = DieselStore::connect(&self.config()).await.expect("connect to the scratch database");
         store.migrate().await.expect("migrate the scratch database");
         store
     }
@@ -109,8 +152,7 @@ impl Scratch {
                 diesel::connection::SimpleConnection::batch_execute(&mut conn, sql).expect("run the SQL");
             }
             Backend::Postgres => {
-                let mut conn =
-                    AsyncPgConnection::establish(&self.url).await.expect("connect to the scratch database");
+                let mut conn = pg_connect(&self.url).await.expect("connect to the scratch database");
                 conn.batch_execute(sql).await.expect("run the SQL");
             }
         }
@@ -123,7 +165,7 @@ impl Scratch {
     /// When the server cannot be asked.
     pub async fn disconnect_everyone(&self) {
         if let Keep::Database { admin_url, name } = &self.keep {
-            let mut admin = AsyncPgConnection::establish(admin_url).await.expect("connect to the server");
+            let mut admin = pg_connect(admin_url).await.expect("connect to the server");
             let sql = format!(
                 "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
                  WHERE datname = '{name}' AND pid <> pg_backend_pid()"
@@ -142,7 +184,7 @@ impl Drop for Scratch {
             let dropped = std::thread::spawn(move || {
                 let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
                 runtime.block_on(async {
-                    let mut admin = AsyncPgConnection::establish(&admin_url).await?;
+                    let mut admin = pg_connect(&admin_url).await?;
                     admin.batch_execute(&sql).await?;
                     Ok::<_, Box<dyn std::error::Error + Send + Sync>>(())
                 })

@@ -12,10 +12,13 @@ use diesel::prelude::*;
 use diesel::query_builder::{AstPass, Query, QueryFragment, QueryId};
 use diesel::serialize::ToSql;
 use diesel::sql_types::{BigInt, Text};
-use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl, TransactionManager};
+use diesel_async::{
+    AsyncConnection, AsyncPgConnection, RunQueryDsl, SimpleAsyncConnection, TransactionManager,
+};
 use futures_util::future::{BoxFuture, FutureExt, OptionFuture, join, join_all, join3};
 
 use crate::error::Failure;
+use crate::pool::PgPools;
 use crate::rows::{NewPreference, PreferenceRow};
 use crate::schema::preferences;
 use crate::sqlite::SqliteConn;
@@ -209,23 +212,38 @@ pub(crate) struct Pipelined<'c> {
     conn: &'c mut AsyncPgConnection,
     /// Whether `BEGIN` was sent and no `COMMIT` has answered since.
     open: bool,
+    /// Behind a transaction-mode pooler, what begins the transaction, sent as a simple query: a
+    /// statement prepared outside the transaction could be run by another server. `BEGIN`,
+    /// `COMMIT` and `ROLLBACK` then go alone, `COMMIT` once every statement has answered (so
+    /// each statement is closed inside the transaction).
+    simple_begin: Option<String>,
 }
 
 impl<'c> Pipelined<'c> {
-    /// A transaction on `conn`, begun by [`Transaction::lock_and_load`].
-    pub(crate) fn new(conn: &'c mut AsyncPgConnection) -> Self {
-        Self { conn, open: false }
+    /// A transaction on `conn`, a connection of `pools`, begun by [`Transaction::lock_and_load`].
+    pub(crate) fn new(conn: &'c mut AsyncPgConnection, pools: &PgPools) -> Self {
+        let simple_begin = (!pools.prepared_statements()).then(|| pools.begin_sql());
+        Self { conn, open: false, simple_begin }
+    }
+
+    /// Ends the transaction with `COMMIT` or `ROLLBACK`.
+    async fn control(&mut self, end: &'static str) -> QueryResult<()> {
+        if self.simple_begin.is_some() {
+            self.conn.batch_execute(end).await
+        } else {
+            Control(end).execute(&mut *self.conn).await.map(drop)
+        }
     }
 
     /// Ends the transaction if it is still open: commits it when `out` is `Ok`, else rolls it back
     /// and returns `out`'s error unchanged. A connection whose `COMMIT` or `ROLLBACK` fails is
     /// marked broken, so the pool closes it (which rolls back whatever is left).
-    pub(crate) async fn end<T>(self, out: Result<T, Failure>) -> Result<T, Failure> {
+    pub(crate) async fn end<T>(mut self, out: Result<T, Failure>) -> Result<T, Failure> {
         if !self.open {
             return out;
         }
         let end = if out.is_ok() { "COMMIT" } else { "ROLLBACK" };
-        let ended = Control(end).execute(&mut *self.conn).await;
+        let ended = self.control(end).await;
         if let Err(error) = ended {
             <AsyncPgConnection as AsyncConnection>::TransactionManager::transaction_manager_status_mut(
                 self.conn,
@@ -248,12 +266,16 @@ impl Transaction for Pipelined<'_> {
     async fn lock_and_load(&mut self, user: i64, namespace: &str) -> QueryResult<Option<Vec<PreferenceRow>>> {
         self.open = true;
         let conn = &*self.conn;
-        let (begun, locked, rows) = join3(
-            Control("BEGIN").execute(&mut &*conn),
-            NextVersion(user).execute(&mut &*conn),
-            load!(user, namespace).load(&mut &*conn),
-        )
-        .await;
+        let simple_begin = self.simple_begin.as_deref();
+        let begin = async move {
+            match simple_begin {
+                Some(begin) => (&mut &*conn).batch_execute(begin).await,
+                None => Control("BEGIN").execute(&mut &*conn).await.map(drop),
+            }
+        };
+        let (begun, locked, rows) =
+            join3(begin, NextVersion(user).execute(&mut &*conn), load!(user, namespace).load(&mut &*conn))
+                .await;
         begun?;
         if locked? == 0 {
             return Ok(None);
@@ -279,6 +301,14 @@ impl Transaction for Pipelined<'_> {
                 query => query.execute(&mut &*conn).map(|done| done.map(|_| None)).boxed())
             });
         let last = !statements.iter().any(|statement| matches!(statement, Statement::Rename { .. }));
+        if self.simple_begin.is_some() {
+            let written: Vec<_> = join_all(pipelined).await.into_iter().collect::<QueryResult<_>>()?;
+            if last {
+                self.control("COMMIT").await?;
+                self.open = false;
+            }
+            return Ok(written);
+        }
         let commit = last.then(|| Control("COMMIT").execute(&mut &*conn));
         let (written, committed) = join(join_all(pipelined), OptionFuture::from(commit)).await;
         if let Some(committed) = committed {

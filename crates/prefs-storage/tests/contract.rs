@@ -4,6 +4,8 @@
 //! PostgreSQL needs a server: `tests/postgres.sh start`, then
 //! `PREFS_TEST_POSTGRES_URL=<the URL it prints> cargo test -p prefs-storage --features testing`.
 //! Without the variable the PostgreSQL tests fail; they never skip.
+//!
+//! The tests of SQLite's file itself (a damaged page) run on SQLite only, at the end (`sqlite_only`).
 
 use std::sync::{Arc, Mutex, mpsc};
 use std::thread::JoinHandle;
@@ -38,7 +40,7 @@ impl Fixture {
             pool_size,
             pool_wait: SHORT_WAIT,
             namespace_cache_bytes: 0,
-            ..StoreConfig::new(&self.scratch.url)
+            ..self.scratch.config()
         };
         DieselStore::connect(&config).await.unwrap()
     }
@@ -75,6 +77,15 @@ contract! {
     tokio::test => provision_of_a_known_user_does_not_write,
     tokio::test => provision_follows_a_username_change,
     tokio::test => provision_refuses_a_username_held_by_another_subject,
+    tokio::test => provision_with_an_id_creates_the_user_with_exactly_it,
+    tokio::test => provision_refuses_an_id_that_is_not_the_accounts,
+    tokio::test => a_remembered_user_does_not_decide_an_id,
+    tokio::test => assigned_ids_never_collide_with_explicit_ids,
+    tokio::test => an_assigned_id_taken_behind_the_stores_back_is_skipped,
+    tokio::test => a_removed_users_id_given_again_starts_empty,
+    tokio::test(flavor = "multi_thread", worker_threads = 4) => concurrent_first_provisions_with_an_id_give_one_user,
+    tokio::test(flavor = "multi_thread", worker_threads = 4) => concurrent_explicit_and_assigned_ids_never_collide,
+    tokio::test => sign_in_takes_the_provider_id,
     tokio::test => users_are_found_by_exact_id_and_username,
     tokio::test => remove_user_erases_every_preference_and_reports_existence,
     tokio::test => namespaces_are_ordered_by_id_and_isolated,
@@ -131,7 +142,7 @@ const GLOBAL: Namespace = Namespace::Global;
 
 /// Provisions a user whose subject is `sub-<username>`.
 async fn user(store: &DieselStore, username: &str) -> User {
-    store.provision(&format!("sub-{username}"), &name(username)).await.unwrap()
+    store.provision(&format!("sub-{username}"), &name(username), None).await.unwrap()
 }
 
 /// Puts one key and returns the stored preference.
@@ -206,9 +217,9 @@ impl HeldLock {
 // ----- users -----
 
 async fn provision_creates_a_user_once(fx: Fixture) {
-    let alice = fx.store.provision("sub-1", &name("alice")).await.unwrap();
+    let alice = fx.store.provision("sub-1", &name("alice"), None).await.unwrap();
     assert_eq!((alice.subject.as_str(), alice.username.as_str()), ("sub-1", "alice"));
-    let again = fx.store.provision("sub-1", &name("alice")).await.unwrap();
+    let again = fx.store.provision("sub-1", &name("alice"), None).await.unwrap();
     assert_eq!(again, alice);
     let bob = user(&fx.store, "bob").await;
     assert_ne!(bob.id, alice.id);
@@ -219,38 +230,280 @@ async fn provision_of_a_known_user_does_not_write(fx: Fixture) {
     let impatient = fx.impatient_store(4).await;
     let lock = HeldLock::take(&fx.store, alice.id).await;
     // A write would wait for the held lock and give up after the short wait; a read does not.
-    assert_eq!(impatient.provision(&alice.subject, &alice.username).await.unwrap(), alice);
+    assert_eq!(impatient.provision(&alice.subject, &alice.username, None).await.unwrap(), alice);
     // The same call with a new username does write, so it has to wait (this proves the test can
     // tell the two apart).
-    let renamed = impatient.provision(&alice.subject, &name("alicia")).await;
+    let renamed = impatient.provision(&alice.subject, &name("alicia"), None).await;
     assert!(matches!(renamed, Err(Error::Unavailable(_))), "{renamed:?}");
     lock.release().await;
 }
 
 async fn provision_follows_a_username_change(fx: Fixture) {
     let alice = user(&fx.store, "alice").await;
-    let renamed = fx.store.provision(&alice.subject, &name("alice.b@example.com")).await.unwrap();
+    let renamed = fx.store.provision(&alice.subject, &name("alice.b@example.com"), None).await.unwrap();
     assert_eq!(renamed.id, alice.id);
     assert_eq!(renamed.username.as_str(), "alice.b@example.com");
     assert_eq!(fx.store.user_by_username(&name("alice")).await.unwrap(), None);
     assert_eq!(fx.store.user_by_id(alice.id).await.unwrap(), Some(renamed.clone()));
     // And back: the old name was freed.
-    assert_eq!(fx.store.provision(&alice.subject, &name("alice")).await.unwrap(), alice);
+    assert_eq!(fx.store.provision(&alice.subject, &name("alice"), None).await.unwrap(), alice);
 }
 
 async fn provision_refuses_a_username_held_by_another_subject(fx: Fixture) {
     let alice = user(&fx.store, "alice").await;
     let bob = user(&fx.store, "bob").await;
     for subject in ["sub-new", bob.subject.as_str()] {
-        let taken = fx.store.provision(subject, &alice.username).await;
+        let taken = fx.store.provision(subject, &alice.username, None).await;
         assert!(matches!(&taken, Err(Error::UsernameTaken(u)) if u == "alice"), "{subject}: {taken:?}");
     }
     assert_eq!(fx.store.user_by_id(bob.id).await.unwrap(), Some(bob));
     assert_eq!(fx.store.user_by_username(&alice.username).await.unwrap(), Some(alice));
 }
 
+// ----- users with the identity provider's ids -----
+
+async fn provision_with_an_id_creates_the_user_with_exactly_it(fx: Fixture) {
+    let alice = fx.store.provision("sub-a", &name("alice"), Some(UserId(42))).await.unwrap();
+    assert_eq!((alice.id, alice.subject.as_str(), alice.username.as_str()), (UserId(42), "sub-a", "alice"));
+    assert_eq!(fx.store.provision("sub-a", &name("alice"), Some(UserId(42))).await.unwrap(), alice);
+    // Another instance (nothing remembered) finds the same user, with or without the id.
+    let other = fx.scratch.store().await;
+    assert_eq!(other.provision("sub-a", &name("alice"), Some(UserId(42))).await.unwrap(), alice);
+    assert_eq!(other.provision("sub-a", &name("alice"), None).await.unwrap(), alice);
+    assert_eq!(fx.store.user_by_id(UserId(42)).await.unwrap(), Some(alice.clone()));
+    // A new username follows, the id stays.
+    let renamed = fx.store.provision("sub-a", &name("alicia"), Some(UserId(42))).await.unwrap();
+    assert_eq!((renamed.id, renamed.username.as_str()), (UserId(42), "alicia"));
+    assert_eq!(other.provision("sub-a", &name("alicia"), Some(UserId(42))).await.unwrap(), renamed);
+    // Ids below and far above the ones the store assigns.
+    let bob = fx.store.provision("sub-b", &name("bob"), Some(UserId(1))).await.unwrap();
+    assert_eq!(bob.id, UserId(1));
+    let big = UserId(i64::from(i32::MAX) * 4);
+    assert_eq!(fx.store.provision("sub-c", &name("carol"), Some(big)).await.unwrap().id, big);
+    assert_eq!(fx.store.user_by_id(big).await.unwrap().unwrap().username.as_str(), "carol");
+}
+
+async fn provision_refuses_an_id_that_is_not_the_accounts(fx: Fixture) {
+    let alice = fx.store.provision("sub-a", &name("alice"), Some(UserId(7))).await.unwrap();
+    let bob = user(&fx.store, "bob").await;
+    let other = fx.scratch.store().await;
+    let mismatch = |out: Result<User>| matches!(out, Err(Error::IdentityMismatch));
+    for store in [&fx.store, &other] {
+        // The subject's user has another id (remembered by `fx.store`, not by `other`); the
+        // username does not follow.
+        assert!(mismatch(store.provision("sub-a", &name("alice"), Some(UserId(70))).await));
+        assert!(mismatch(store.provision("sub-a", &name("alicia"), Some(UserId(70))).await));
+        assert!(mismatch(store.provision(&bob.subject, &bob.username, Some(UserId(bob.id.0 + 100))).await));
+        // The id is another subject's: never merged, nothing written.
+        assert!(mismatch(store.provision("sub-c", &name("carol"), Some(UserId(7))).await));
+        assert!(mismatch(store.provision("sub-c", &name("carol"), Some(bob.id)).await));
+        assert!(mismatch(store.provision(&bob.subject, &bob.username, Some(alice.id)).await));
+    }
+    assert_eq!(fx.store.user_by_id(UserId(7)).await.unwrap(), Some(alice.clone()));
+    assert_eq!(fx.store.user_by_id(bob.id).await.unwrap(), Some(bob.clone()));
+    assert_eq!(fx.store.user_by_username(&name("carol")).await.unwrap(), None);
+    assert_eq!(fx.store.user_by_username(&name("alicia")).await.unwrap(), None);
+    assert_eq!(fx.store.user_by_id(UserId(70)).await.unwrap(), None);
+    // Not a usable id.
+    for id in [0, -1, i64::MIN] {
+        let refused = fx.store.provision("sub-d", &name("dave"), Some(UserId(id))).await;
+        assert!(matches!(&refused, Err(Error::Invalid(errors)) if errors[0].field == "id"), "{refused:?}");
+    }
+    assert_eq!(fx.store.user_by_username(&name("dave")).await.unwrap(), None);
+    // A new subject with a free id but a taken username.
+    let taken = fx.store.provision("sub-e", &alice.username, Some(UserId(71))).await;
+    assert!(matches!(&taken, Err(Error::UsernameTaken(u)) if u == "alice"), "{taken:?}");
+    assert_eq!(fx.store.user_by_id(UserId(71)).await.unwrap(), None);
+    // The accounts still work as they are.
+    assert_eq!(fx.store.provision("sub-a", &name("alice"), Some(UserId(7))).await.unwrap(), alice);
+    assert_eq!(other.provision(&bob.subject, &bob.username, Some(bob.id)).await.unwrap(), bob);
+}
+
+/// What a store remembers of a subject never answers for an id it does not have: the database
+/// decides, here after another instance removed the user and the subject came back with another
+/// id.
+async fn a_remembered_user_does_not_decide_an_id(fx: Fixture) {
+    let first = fx.store.provision("sub-a", &name("alice"), Some(UserId(7))).await.unwrap();
+    let other = fx.scratch.store().await;
+    assert!(other.remove_user(first.id).await.unwrap());
+    let again = other.provision("sub-a", &name("alice"), Some(UserId(9))).await.unwrap();
+    assert_eq!(again.id, UserId(9));
+    assert_eq!(fx.store.provision("sub-a", &name("alice"), Some(UserId(9))).await.unwrap(), again);
+    assert!(matches!(
+        fx.store.provision("sub-a", &name("alice"), Some(UserId(7))).await,
+        Err(Error::IdentityMismatch)
+    ));
+}
+
+/// Ids the store assigns never collide with ids given explicitly, before or after them: all
+/// provisions succeed, and every id is distinct.
+async fn assigned_ids_never_collide_with_explicit_ids(fx: Fixture) {
+    let mut ids = std::collections::BTreeSet::new();
+    let mut provision = async |subject: String, id: Option<i64>| {
+        let user = fx.store.provision(&subject, &name(&subject), id.map(UserId)).await.unwrap();
+        if let Some(id) = id {
+            assert_eq!(user.id, UserId(id));
+        }
+        assert!(ids.insert(user.id), "{user:?} has an id given before");
+        user.id
+    };
+    // On an empty database, an id the store would assign next.
+    provision("explicit-5".into(), Some(5)).await;
+    for i in 0..10 {
+        provision(format!("assigned-{i}"), None).await;
+    }
+    // Far above.
+    provision("explicit-1000".into(), Some(1000)).await;
+    for i in 10..20 {
+        assert!(provision(format!("assigned-{i}"), None).await > UserId(0));
+    }
+    // Exactly the next one, then a gap below.
+    let last = provision("assigned-20".into(), None).await;
+    provision("explicit-next".into(), Some(last.0 + 1)).await;
+    provision("explicit-low".into(), Some(3)).await;
+    for i in 21..31 {
+        provision(format!("assigned-{i}"), None).await;
+    }
+    assert_eq!(ids.len(), 35);
+}
+
+/// An id the store would assign next, taken by a row written behind its back (PostgreSQL's
+/// sequence does not see it): provisioning skips it rather than fail.
+async fn an_assigned_id_taken_behind_the_stores_back_is_skipped(fx: Fixture) {
+    let first = user(&fx.store, "first").await;
+    let overriding = match fx.scratch.backend() {
+        Backend::Sqlite => "",
+        Backend::Postgres => "OVERRIDING SYSTEM VALUE",
+    };
+    for id in [first.id.0 + 1, first.id.0 + 2] {
+        fx.scratch
+            .execute(&format!(
+                "INSERT INTO users (id, subject, username, created_at) {overriding} \
+                 VALUES ({id}, 'sub-x{id}', 'x{id}', 0)"
+            ))
+            .await;
+    }
+    let next = user(&fx.store, "next").await;
+    assert!(next.id.0 > first.id.0 + 2, "{next:?}");
+    assert!(user(&fx.store, "later").await.id > next.id);
+}
+
+/// An explicit id may come back once its user is removed (the provider gives it to the same
+/// person again): the new user starts with nothing, in every reader, whatever they remember of
+/// the old one.
+async fn a_removed_users_id_given_again_starts_empty(fx: Fixture) {
+    let other = fx.scratch.store().await;
+    let old = fx.store.provision("sub-a", &name("alice"), Some(UserId(42))).await.unwrap();
+    put(&fx.store, &old, &GLOBAL, "old", json!(1)).await;
+    put(&fx.store, &old, &client("app"), "old", json!(1)).await;
+    for _ in 0..2 {
+        assert_eq!(keys(&fx.store.namespace(old.id, &GLOBAL).await.unwrap()), ["old"]);
+        assert!(fx.store.preference(old.id, &GLOBAL, &key("old")).await.unwrap().is_some());
+    }
+    assert!(other.remove_user(old.id).await.unwrap());
+    let new = other.provision("sub-a", &name("alice"), Some(UserId(42))).await.unwrap();
+    assert_eq!(new.id, old.id);
+    // As many writes as the old user had, unseen here: what this store remembers of the old user
+    // must not pass for the new one's.
+    put(&other, &new, &GLOBAL, "new", json!(2)).await;
+    put(&other, &new, &client("app"), "new", json!(2)).await;
+    assert_eq!(keys(&fx.store.namespace(new.id, &GLOBAL).await.unwrap()), ["new"]);
+    assert_eq!(fx.store.preference(new.id, &GLOBAL, &key("old")).await.unwrap(), None);
+    assert_eq!(keys(&fx.store.namespace(new.id, &client("app")).await.unwrap()), ["new"]);
+}
+
+/// Many first requests of one new subject with its id at once, through several instances: one
+/// user, which every one of them gets.
+async fn concurrent_first_provisions_with_an_id_give_one_user(fx: Fixture) {
+    // Instances that wait as long as a real one does: the test is about races, not timeouts.
+    let stores = [fx.store.clone(), fx.scratch.store().await, fx.scratch.store().await];
+    for round in 0..10_i64 {
+        let subject = format!("sub-{round}");
+        let id = UserId(100 + round);
+        let tasks: Vec<_> = (0..12)
+            .map(|i| {
+                let (store, subject) = (stores[i % stores.len()].clone(), subject.clone());
+                tokio::spawn(async move { store.provision(&subject, &name(&subject), Some(id)).await })
+            })
+            .collect();
+        for task in tasks {
+            let user = task.await.unwrap().unwrap();
+            assert_eq!((user.id, user.subject.as_str()), (id, subject.as_str()));
+        }
+    }
+}
+
+/// Sign-ups with explicit ids and with assigned ones at once: every assigned one succeeds with a
+/// fresh id; an explicit one gets its id unless an assigned one got there first (then it is
+/// refused: the id is another person's).
+async fn concurrent_explicit_and_assigned_ids_never_collide(fx: Fixture) {
+    // Instances that wait as long as a real one does: the test is about races, not timeouts.
+    let stores = [fx.store.clone(), fx.scratch.store().await, fx.scratch.store().await];
+    // On an empty database these are the ids the store would assign.
+    let tasks: Vec<_> = (1..=30_i64)
+        .flat_map(|i| [(format!("explicit-{i}"), Some(UserId(i))), (format!("assigned-{i}"), None)])
+        .enumerate()
+        .map(|(n, (subject, id))| {
+            let store = stores[n % stores.len()].clone();
+            tokio::spawn(async move { (id, store.provision(&subject, &name(&subject), id).await) })
+        })
+        .collect();
+    let mut ids = std::collections::BTreeSet::new();
+    for task in tasks {
+        match task.await.unwrap() {
+            (None, out) => assert!(ids.insert(out.unwrap().id)),
+            (Some(id), Ok(user)) => {
+                assert_eq!(user.id, id);
+                assert!(ids.insert(id));
+            }
+            (Some(id), Err(Error::IdentityMismatch)) => {
+                let holder = fx.store.user_by_id(id).await.unwrap().unwrap();
+                assert!(holder.subject.starts_with("assigned-"), "{holder:?}");
+            }
+            (Some(id), Err(other)) => panic!("{id}: {other:?}"),
+        }
+    }
+}
+
+/// The service signs a token's user in with the provider's id, refuses another, and signs the
+/// user in again with it once they were removed.
+async fn sign_in_takes_the_provider_id(fx: Fixture) {
+    let service = PreferenceService::new(Arc::new(fx.store.clone()), prefs_domain::Limits::default());
+    let principal = |id: i64| Principal {
+        subject: "sub-alice".into(),
+        username: name("alice"),
+        staff: false,
+        admin: false,
+        scopes: Default::default(),
+        client_id: None,
+        provider_id: Some(UserId(id)),
+    };
+    let actor = service.sign_in(principal(31)).await.unwrap();
+    assert_eq!(actor.user.id, UserId(31));
+    for wrong in [32, 0, -31] {
+        let refused = service.sign_in(principal(wrong)).await;
+        assert!(matches!(refused, Err(Error::IdentityMismatch)), "{wrong}: {refused:?}");
+    }
+    // Removed meanwhile by another instance: the stale actor's write signs alice in again, with
+    // the same id.
+    let other = fx.scratch.store().await;
+    assert!(other.remove_user(actor.user.id).await.unwrap());
+    service.put(&actor, &UserRef::Me, &GLOBAL, "lang", json!("fr"), &Preconditions::default()).await.unwrap();
+    assert_eq!(keys(&other.namespace(UserId(31), &GLOBAL).await.unwrap()), ["lang"]);
+    // Operators too.
+    let bob = service.add_user("sub-bob", "bob", Some(UserId(77))).await.unwrap();
+    assert_eq!(bob.id, UserId(77));
+    let refused = service.add_user("sub-carol", "carol", Some(UserId(0))).await;
+    assert!(matches!(&refused, Err(Error::Invalid(errors)) if errors[0].field == "id"), "{refused:?}");
+    assert!(matches!(
+        service.add_user("sub-carol", "carol", Some(UserId(77))).await,
+        Err(Error::IdentityMismatch)
+    ));
+    assert_ne!(service.add_user("sub-carol", "carol", None).await.unwrap().id, UserId(77));
+}
+
 async fn users_are_found_by_exact_id_and_username(fx: Fixture) {
-    let alice = fx.store.provision("sub-a", &name("Zoë Ünal")).await.unwrap();
+    let alice = fx.store.provision("sub-a", &name("Zoë Ünal"), None).await.unwrap();
     assert_eq!(fx.store.user_by_id(alice.id).await.unwrap(), Some(alice.clone()));
     assert_eq!(fx.store.user_by_username(&name("Zoë Ünal")).await.unwrap(), Some(alice.clone()));
     assert_eq!(fx.store.user_by_username(&name("zoë ünal")).await.unwrap(), None);
@@ -648,6 +901,7 @@ async fn a_user_removed_through_another_instance_is_noticed(fx: Fixture) {
         admin: false,
         scopes: Default::default(),
         client_id: None,
+        provider_id: None,
     };
     let actor = service.sign_in(principal.clone()).await.unwrap();
     // Another instance removes alice; she signs in there again (a new user) and writes.
@@ -746,7 +1000,7 @@ async fn migrations_run_twice_are_a_no_op(fx: Fixture) {
     let alice = user(&fx.store, "alice").await;
     let a = put(&fx.store, &alice, &GLOBAL, "a", json!(1)).await;
     fx.store.migrate().await.unwrap();
-    let other = DieselStore::connect(&StoreConfig::new(&fx.scratch.url)).await.unwrap();
+    let other = DieselStore::connect(&fx.scratch.config()).await.unwrap();
     assert_eq!(other.backend(), fx.scratch.backend());
     other.migrate().await.unwrap();
     assert_eq!(other.namespace(alice.id, &GLOBAL).await.unwrap(), vec![a]);
@@ -786,7 +1040,13 @@ async fn concurrent_reads_share_two_connections(fx: Fixture) {
         assert_eq!(found.unwrap(), vec![written.clone()]);
     }
     let status = reader.pool_status();
-    assert!(status.size <= 2 && status.max_size <= 2, "{status:?}");
+    if fx.scratch.config().pg_prepared_statements {
+        assert!(status.size <= 2 && status.max_size <= 2, "{status:?}");
+    } else {
+        // Behind a transaction-mode pooler each query of reads is a transaction on a pooled
+        // connection; still one query for many reads.
+        assert!(status.size <= 2 + 8, "{status:?}");
+    }
 }
 
 /// Reads under way at once (PostgreSQL answers them in one query) each get their own answer,
@@ -1009,4 +1269,166 @@ async fn concurrent_merges_into_one_value_lose_nothing(fx: Fixture) {
     assert_eq!(members.len(), 20, "{members:?}");
     assert!((0..20).all(|i| members[&format!("m{i}")] == json!(i)));
     assert_eq!(s.version, 20);
+}
+
+// ----- SQLite only: its file -----
+
+mod postgres_only {
+    #[tokio::test]
+    async fn a_read_only_server_refuses_writes_as_unavailable_and_is_not_ready() {
+        super::a_read_only_server_refuses_writes_as_unavailable_and_is_not_ready(
+            super::Fixture::new(prefs_storage::Backend::Postgres).await,
+        )
+        .await;
+    }
+}
+
+/// A server that takes no writes (a standby, `default_transaction_read_only`; SQLSTATE 25006):
+/// each write is [`Error::Unavailable`] (503) and changes nothing, reads go on, the ping fails
+/// (`/readyz` 503); once the server takes writes again, both recover by themselves.
+async fn a_read_only_server_refuses_writes_as_unavailable_and_is_not_ready(fx: Fixture) {
+    let alice = user(&fx.store, "alice").await;
+    let a = put(&fx.store, &alice, &GLOBAL, "a", json!(1)).await;
+    let read_only = |on: &str| {
+        format!(
+            "BEGIN READ WRITE; DO $$ BEGIN EXECUTE format(\
+             'ALTER DATABASE %I SET default_transaction_read_only = {on}', current_database()); END $$; COMMIT"
+        )
+    };
+    fx.scratch.execute(&read_only("on")).await;
+    fx.scratch.disconnect_everyone().await;
+    let change = || vec![Change::Put { key: key("a"), value: value(json!(2)) }];
+    for _ in 0..3 {
+        let refused = apply(&fx.store, &alice, &GLOBAL, change()).await;
+        assert!(matches!(refused, Err(Error::Unavailable(_))), "{refused:?}");
+        assert!(matches!(fx.store.ping().await, Err(Error::Unavailable(_))));
+        assert_eq!(fx.store.namespace(alice.id, &GLOBAL).await.unwrap(), vec![a.clone()]);
+    }
+    fx.scratch.execute(&read_only("off")).await;
+    if std::env::var_os(prefs_storage::testing::POSTGRES_POOLED_URL_VAR).is_some() {
+        // A pooler keeps its server connections, made read-only by this database's setting,
+        // which only their end resets (a promoted standby takes writes on every connection).
+        fx.scratch.disconnect_everyone().await;
+    }
+    // The connections made meanwhile keep their session's setting (a promoted standby's would
+    // not): each write or ping that meets one closes it, so recovery takes a few tries at most.
+    let mut written = None;
+    for _ in 0..StoreConfig::DEFAULT_POOL_SIZE + 2 {
+        if let Ok(after) = apply(&fx.store, &alice, &GLOBAL, change()).await {
+            written = Some(after);
+            break;
+        }
+    }
+    assert_eq!(written.expect("writes recover by themselves")[0].value, value(json!(2)));
+    let mut ready = false;
+    for _ in 0..4 {
+        ready = fx.store.ping().await.is_ok();
+        if ready {
+            break;
+        }
+    }
+    assert!(ready, "the ping recovers by itself");
+}
+
+mod sqlite_only {
+    #[tokio::test]
+    async fn a_damaged_page_is_an_error_not_a_runaway() {
+        super::a_damaged_page_is_an_error_not_a_runaway(
+            super::Fixture::new(prefs_storage::Backend::Sqlite).await,
+        )
+        .await;
+    }
+}
+
+/// A page of `preferences` overwritten in its middle (as a bad disk or a stray write would) makes
+/// the reads and writes of the rows on it fail with SQLite's `database disk image is malformed`,
+/// at once. SQLite starts a statement over when it is stepped again after an error, so a store
+/// that kept reading past the error would read the rows before it again and again, taking
+/// hundreds of MB a second without end: a [`watchdog`] ends this process before it takes the
+/// machine's memory.
+async fn a_damaged_page_is_an_error_not_a_runaway(fx: Fixture) {
+    use diesel::sql_types::BigInt;
+    use std::io::{Seek, SeekFrom, Write};
+
+    #[derive(diesel::QueryableByName)]
+    struct Page {
+        #[diesel(sql_type = BigInt)]
+        pageno: i64,
+        #[diesel(sql_type = BigInt)]
+        pgsize: i64,
+    }
+
+    // 40 rows of ~300 bytes over several leaf pages, their keys in the order of their ids.
+    let alice = user(&fx.store, "alice").await;
+    let changes = (0..40)
+        .map(|i| Change::Put { key: key(&format!("k{i:02}")), value: value(json!("x".repeat(300))) })
+        .collect();
+    apply(&fx.store, &alice, &GLOBAL, changes).await.unwrap();
+    fx.scratch.execute("PRAGMA wal_checkpoint(TRUNCATE);").await;
+
+    // The table's second leaf page in key order (`dbstat` walks the b-tree in order): the scan
+    // reads the rows of the first one, then fails.
+    let mut conn = <diesel::SqliteConnection as diesel::Connection>::establish(&fx.scratch.url).unwrap();
+    let leaves: Vec<Page> = diesel::RunQueryDsl::load(
+        diesel::sql_query(
+            "SELECT pageno, pgsize FROM dbstat WHERE name = 'preferences' AND pagetype = 'leaf' ORDER BY path",
+        ),
+        &mut conn,
+    )
+    .unwrap();
+    drop(conn);
+    assert!(leaves.len() >= 3, "{} leaf pages", leaves.len());
+    let Page { pageno, pgsize } = leaves[1];
+    let mut file = std::fs::OpenOptions::new().write(true).open(&fx.scratch.url).unwrap();
+    file.seek(SeekFrom::Start(u64::try_from((pageno - 1) * pgsize + pgsize / 2 - 1000).unwrap())).unwrap();
+    file.write_all(&[0xA5; 2000]).unwrap();
+    file.sync_all().unwrap();
+
+    // A store that has not read the page yet (the first one's connections may hold it in memory).
+    let damaged = fx.impatient_store(2).await;
+    let malformed = |out: &Result<Vec<Preference>>| match out {
+        Err(Error::Internal(cause)) => cause.to_string().contains("database disk image is malformed"),
+        _ => false,
+    };
+    let _watchdog = watchdog("reads and writes of a damaged page", Duration::from_secs(20));
+    let started = Instant::now();
+    let read = damaged.namespace(alice.id, &GLOBAL).await;
+    assert!(malformed(&read), "{read:?}");
+    let write =
+        apply(&damaged, &alice, &GLOBAL, vec![Change::Put { key: key("k99"), value: value(json!(1)) }]).await;
+    assert!(malformed(&write), "{write:?}");
+    assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
+    // The store goes on: a read that does not touch the page is answered.
+    let bob = user(&damaged, "bob").await;
+    assert_eq!(damaged.namespace(bob.id, &GLOBAL).await.unwrap(), vec![]);
+}
+
+/// Ends this test process, with a message naming `what`, when it holds more than 1 GiB of memory
+/// (`VmRSS`, Linux) or `time` has passed, unless the returned sender was dropped first: for a test
+/// whose failure would be to take memory without end, which it could not stop from within.
+fn watchdog(what: &'static str, time: Duration) -> mpsc::Sender<()> {
+    use std::io::Write;
+    const MAX_RSS_KB: u64 = 1 << 20;
+    let rss_kb = || {
+        let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+        let line = status.lines().find_map(|line| line.strip_prefix("VmRSS:"));
+        line.and_then(|kb| kb.trim().trim_end_matches("kB").trim().parse::<u64>().ok()).unwrap_or(0)
+    };
+    let (done, stop) = mpsc::channel::<()>();
+    let started = Instant::now();
+    std::thread::spawn(move || {
+        while let Err(mpsc::RecvTimeoutError::Timeout) = stop.recv_timeout(Duration::from_millis(10)) {
+            let rss = rss_kb();
+            if rss > MAX_RSS_KB || started.elapsed() > time {
+                // Not `eprintln!`, which the test harness captures and would never show.
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "{what}: {rss} kB of memory after {:?} (at most 1 GiB, {time:?}): ending the test process",
+                    started.elapsed()
+                );
+                std::process::exit(1);
+            }
+        }
+    });
+    done
 }

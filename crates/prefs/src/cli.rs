@@ -3,10 +3,11 @@
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use anyhow::{Context, bail};
+use anyhow::bail;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use prefs_domain::Limits;
-use prefs_http::{Claims, JwtConfig, JwtKey};
+use prefs_http::auth::{ClaimMap, KeySources, Secret, claim_list, parse_algorithm, value_list};
+use prefs_http::{BrowserConfig, Claims, JwtConfig, SameSite};
 use prefs_storage::{SqliteSynchronous, StoreConfig};
 
 use crate::Settings;
@@ -40,7 +41,7 @@ pub enum LogFormat {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the HTTP service (the default).
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Run pending database migrations and exit.
     Migrate(DatabaseArgs),
     /// Mint an HS256 token with the configured secret.
@@ -63,6 +64,10 @@ pub enum UsersCommand {
         /// The username.
         #[arg(long)]
         username: String,
+        /// The user's id at the identity provider (the claim `PREFS_JWT_USER_ID_CLAIM` names), for
+        /// a new user to take; by default prefs assigns one.
+        #[arg(long)]
+        id: Option<i64>,
         /// Database options.
         #[command(flatten)]
         database: DatabaseArgs,
@@ -120,6 +125,62 @@ pub struct ServeArgs {
     /// Limits.
     #[command(flatten)]
     pub limits: LimitArgs,
+    /// Browser clients: CORS, Open edX's JWT cookies, CSRF.
+    #[command(flatten)]
+    pub browser: BrowserArgs,
+}
+
+/// Browser clients (Open edX micro-frontends and other pages).
+#[derive(Debug, Clone, Args)]
+pub struct BrowserArgs {
+    /// Origins that may call prefs from a page, with credentials (comma-separated, exact:
+    /// `https://apps.example.com`), or `*` alone for any origin without credentials.
+    #[arg(long, env = "PREFS_CORS_ORIGINS", value_delimiter = ',')]
+    pub cors_origins: Vec<String>,
+    /// Authenticate requests without an `Authorization` header by Open edX's JWT cookies
+    /// (`edx-jwt-cookie-header-payload` and `edx-jwt-cookie-signature`); their writes need a CSRF token.
+    #[arg(long, env = "PREFS_JWT_COOKIES")]
+    pub jwt_cookies: bool,
+    /// `SameSite` of the `csrftoken` cookie `/csrf/api/v1/token` sets: `none` when pages are on
+    /// another site, `lax` or `strict` when they share prefs' site.
+    #[arg(long, env = "PREFS_CSRF_COOKIE_SAMESITE", value_enum, default_value_t = CookieSameSite::None)]
+    pub csrf_cookie_samesite: CookieSameSite,
+    /// Whether the `csrftoken` cookie is `Secure` (HTTPS only); `false` needs a SameSite other than `none`.
+    #[arg(long, env = "PREFS_CSRF_COOKIE_SECURE", default_value_t = true, action = clap::ArgAction::Set)]
+    pub csrf_cookie_secure: bool,
+}
+
+/// The `SameSite` attribute of a cookie.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum CookieSameSite {
+    /// Sent cross-site too (needs `Secure`).
+    None,
+    /// Sent same-site, and on top-level navigations.
+    Lax,
+    /// Sent same-site only.
+    Strict,
+}
+
+impl BrowserArgs {
+    /// The HTTP adapter's configuration.
+    pub fn config(&self) -> BrowserConfig {
+        BrowserConfig {
+            cors_origins: self
+                .cors_origins
+                .iter()
+                .map(|o| o.trim())
+                .filter(|o| !o.is_empty())
+                .map(str::to_owned)
+                .collect(),
+            jwt_cookies: self.jwt_cookies,
+            csrf_cookie_same_site: match self.csrf_cookie_samesite {
+                CookieSameSite::None => SameSite::None,
+                CookieSameSite::Lax => SameSite::Lax,
+                CookieSameSite::Strict => SameSite::Strict,
+            },
+            csrf_cookie_secure: self.csrf_cookie_secure,
+        }
+    }
 }
 
 /// Database options.
@@ -147,6 +208,11 @@ pub struct DatabaseArgs {
     /// user unchanged since); 0 turns it off.
     #[arg(long, env = "PREFS_NAMESPACE_CACHE_BYTES", default_value_t = StoreConfig::DEFAULT_NAMESPACE_CACHE_BYTES)]
     pub namespace_cache_bytes: u64,
+    /// PostgreSQL: keep prepared statements for a connection's life. `false` behind a
+    /// transaction-mode pooler (PgBouncer `pool_mode=transaction`, managed databases' poolers):
+    /// every statement then runs in a transaction and nothing outlives one.
+    #[arg(long, env = "PREFS_PG_PREPARED_STATEMENTS", default_value_t = true, action = clap::ArgAction::Set)]
+    pub pg_prepared_statements: bool,
 }
 
 /// SQLite durability settings.
@@ -166,6 +232,7 @@ impl DatabaseArgs {
         config.pool_wait = self.pool_timeout;
         config.user_cache = self.user_cache;
         config.namespace_cache_bytes = self.namespace_cache_bytes;
+        config.pg_prepared_statements = self.pg_prepared_statements;
         config.sqlite_synchronous = match self.sqlite_synchronous {
             Synchronous::Full => SqliteSynchronous::Full,
             Synchronous::Normal => SqliteSynchronous::Normal,
@@ -174,40 +241,99 @@ impl DatabaseArgs {
     }
 }
 
-/// Token verification options.
+/// Token verification options. Lists are comma-separated.
 #[derive(Debug, Clone, Args)]
 pub struct JwtArgs {
-    /// HS256 shared secret, at least 32 bytes.
+    /// HMAC secret (HS256/384/512), at least 32 bytes.
     #[arg(long, env = "PREFS_JWT_SECRET", hide_env_values = true)]
     pub jwt_secret: Option<String>,
-    /// PEM public key file for RS256 or ES256 (chosen by the key type).
-    #[arg(long, env = "PREFS_JWT_PUBLIC_KEY_FILE", conflicts_with = "jwt_secret")]
+    /// PEM file of public keys or certificates (RSA, EC P-256/P-384, Ed25519); every one is used.
+    #[arg(long, env = "PREFS_JWT_PUBLIC_KEY_FILE")]
     pub jwt_public_key_file: Option<PathBuf>,
-    /// Required `iss` claim.
+    /// JWK set file (e.g. Open edX's `JWT_PUBLIC_SIGNING_JWK_SET`); re-read when it changes or on SIGHUP.
+    #[arg(long, env = "PREFS_JWT_JWKS_FILE")]
+    pub jwt_jwks_file: Option<PathBuf>,
+    /// JWK set URL, or an OpenID Connect discovery URL ending in `/.well-known/openid-configuration`.
+    #[arg(long, env = "PREFS_JWT_JWKS_URL")]
+    pub jwt_jwks_url: Option<String>,
+    /// Accepted algorithms (default: every one the keys support).
+    #[arg(long, env = "PREFS_JWT_ALGORITHMS")]
+    pub jwt_algorithms: Option<String>,
+    /// Accepted `iss` values; unset: not checked.
     #[arg(long, env = "PREFS_JWT_ISSUER")]
     pub jwt_issuer: Option<String>,
-    /// Required `aud` claim; without it `aud` is not checked.
+    /// Accepted `aud` values; unset: not checked.
     #[arg(long, env = "PREFS_JWT_AUDIENCE")]
     pub jwt_audience: Option<String>,
+    /// Accepted clients (the client claim); unset: any.
+    #[arg(long, env = "PREFS_JWT_CLIENT_IDS")]
+    pub jwt_client_ids: Option<String>,
+    /// Claims naming the user: names, or JSON Pointers starting with `/`; the first usable wins.
+    #[arg(long, env = "PREFS_JWT_USERNAME_CLAIM", default_value = ClaimMap::USERNAME)]
+    pub jwt_username_claim: String,
+    /// Claims holding roles (strings, arrays, objects whose member names are roles, or `true`); all are joined.
+    #[arg(long, env = "PREFS_JWT_ROLES_CLAIM", default_value = ClaimMap::ROLES)]
+    pub jwt_roles_claim: String,
+    /// Claims holding OAuth scopes (a space-separated string or an array); the first present wins.
+    #[arg(long, env = "PREFS_JWT_SCOPE_CLAIM", default_value = ClaimMap::SCOPE)]
+    pub jwt_scope_claim: String,
+    /// Claims naming the client application; the first present wins.
+    #[arg(long, env = "PREFS_JWT_CLIENT_CLAIM", default_value = ClaimMap::CLIENT)]
+    pub jwt_client_claim: String,
+    /// Claim holding the user's integer id at the identity provider, which becomes their prefs id.
+    #[arg(long, env = "PREFS_JWT_USER_ID_CLAIM")]
+    pub jwt_user_id_claim: Option<String>,
+    /// Role values that grant staff (read anyone's preferences).
+    #[arg(long, env = "PREFS_JWT_STAFF_ROLES", default_value = ClaimMap::STAFF_ROLES)]
+    pub jwt_staff_roles: String,
+    /// Role values that grant admin (read and write anyone's preferences).
+    #[arg(long, env = "PREFS_JWT_ADMIN_ROLES", default_value = ClaimMap::ADMIN_ROLES)]
+    pub jwt_admin_roles: String,
 }
 
 impl JwtArgs {
-    /// The configured key, if any.
+    /// The verification settings; `dev_secret` stands in when no key source is configured.
     ///
     /// # Errors
-    /// When the public key file cannot be read.
-    pub fn key(&self) -> anyhow::Result<Option<JwtKey>> {
-        Ok(match (&self.jwt_secret, &self.jwt_public_key_file) {
-            (Some(secret), _) => Some(JwtKey::Secret(secret.as_bytes().to_vec())),
-            (None, Some(path)) => Some(JwtKey::PublicKeyPem(
-                std::fs::read(path).with_context(|| format!("reading {}", path.display()))?,
-            )),
-            (None, None) => None,
+    /// When an algorithm name is unknown.
+    pub fn config(&self, dev_secret: Option<&[u8]>) -> anyhow::Result<JwtConfig> {
+        let list = |value: &Option<String>| value.as_deref().map(value_list).unwrap_or_default();
+        let algorithms =
+            list(&self.jwt_algorithms).iter().map(|name| parse_algorithm(name)).collect::<Result<_, _>>()?;
+        let secret = self.jwt_secret.as_ref().map(|s| s.as_bytes()).or(dev_secret);
+        Ok(JwtConfig {
+            keys: KeySources {
+                secret: secret.map(|s| Secret(s.to_vec())),
+                public_key_file: self.jwt_public_key_file.clone(),
+                jwks_file: self.jwt_jwks_file.clone(),
+                jwks_url: self.jwt_jwks_url.clone(),
+                algorithms,
+            },
+            issuers: list(&self.jwt_issuer),
+            audiences: list(&self.jwt_audience),
+            client_ids: list(&self.jwt_client_ids),
+            claims: ClaimMap {
+                username: claim_list(&self.jwt_username_claim),
+                roles: claim_list(&self.jwt_roles_claim),
+                scope: claim_list(&self.jwt_scope_claim),
+                client: claim_list(&self.jwt_client_claim),
+                user_id: self.jwt_user_id_claim.as_deref().map(claim_list).unwrap_or_default(),
+                staff_roles: value_list(&self.jwt_staff_roles),
+                admin_roles: value_list(&self.jwt_admin_roles),
+            },
         })
+    }
+
+    /// Whether any key source is configured.
+    pub fn has_key(&self) -> bool {
+        self.jwt_secret.is_some()
+            || self.jwt_public_key_file.is_some()
+            || self.jwt_jwks_file.is_some()
+            || self.jwt_jwks_url.is_some()
     }
 }
 
-/// Limits (SPEC 1).
+/// Limits (docs/contract.md §1.4).
 #[derive(Debug, Clone, Args)]
 pub struct LimitArgs {
     /// Largest value, serialized, in bytes.
@@ -278,25 +404,19 @@ impl ServeArgs {
     /// # Errors
     /// When no key is configured outside `--dev`, or the key file cannot be read.
     pub fn settings(&self) -> anyhow::Result<(Settings, Option<Vec<u8>>)> {
-        let (key, dev_secret) = match (self.jwt.key()?, self.dev) {
-            (Some(key), _) => (key, None),
-            (None, true) => {
-                let secret = hex::encode(rand::random::<[u8; 32]>()).into_bytes();
-                (JwtKey::Secret(secret.clone()), Some(secret))
-            }
-            (None, false) => bail!(
-                "no JWT key configured: set PREFS_JWT_SECRET or PREFS_JWT_PUBLIC_KEY_FILE, or run with --dev"
+        let dev_secret = match (self.jwt.has_key(), self.dev) {
+            (true, _) => None,
+            (false, true) => Some(hex::encode(rand::random::<[u8; 32]>()).into_bytes()),
+            (false, false) => bail!(
+                "no JWT key configured: set PREFS_JWT_SECRET, PREFS_JWT_PUBLIC_KEY_FILE, PREFS_JWT_JWKS_FILE \
+                 or PREFS_JWT_JWKS_URL, or run with --dev"
             ),
         };
         let settings = Settings {
             bind: self.bind.clone(),
             store: self.database.store_config(),
             migrate: !self.no_migrate,
-            jwt: JwtConfig {
-                key,
-                issuer: self.jwt.jwt_issuer.clone(),
-                audience: self.jwt.jwt_audience.clone(),
-            },
+            jwt: self.jwt.config(dev_secret.as_deref())?,
             limits: Limits {
                 max_value_bytes: self.limits.max_value_bytes,
                 max_keys: self.limits.max_keys,
@@ -304,6 +424,7 @@ impl ServeArgs {
                 ..Limits::default()
             },
             workers: self.workers,
+            browser: self.browser.config(),
         };
         Ok((settings, dev_secret))
     }
@@ -330,6 +451,28 @@ mod tests {
         assert!(serve.settings().is_err());
         serve.dev = true;
         let (settings, secret) = serve.settings().unwrap();
-        assert!(matches!(settings.jwt.key, JwtKey::Secret(ref s) if Some(s) == secret.as_ref()));
+        assert_eq!(settings.jwt.keys.secret.map(|s| s.0), secret);
+    }
+
+    #[test]
+    fn browser_options() {
+        let cli = Cli::try_parse_from(["prefs"]).unwrap();
+        assert_eq!(cli.serve.browser.config(), BrowserConfig::default());
+        let cli = Cli::try_parse_from([
+            "prefs",
+            "--cors-origins",
+            "https://apps.example.com, http://127.0.0.1:8000,",
+            "--jwt-cookies",
+            "--csrf-cookie-samesite",
+            "lax",
+            "--csrf-cookie-secure",
+            "false",
+        ])
+        .unwrap();
+        let config = cli.serve.browser.config();
+        assert_eq!(config.cors_origins, ["https://apps.example.com", "http://127.0.0.1:8000"]);
+        assert!(config.jwt_cookies);
+        assert_eq!((config.csrf_cookie_same_site, config.csrf_cookie_secure), (SameSite::Lax, false));
+        assert_eq!(config.validate(), Ok(()));
     }
 }

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use actix_web::{HttpServer, dev::Server, web};
 use anyhow::Context;
 use prefs_domain::{Limits, PreferenceService};
-use prefs_http::{AppState, JwtConfig, Metrics, PoolStats, Verifier};
+use prefs_http::{AppState, BrowserConfig, JwtConfig, Metrics, PoolStats, Verifier};
 use prefs_storage::{DieselStore, StoreConfig};
 
 /// Everything `prefs serve` needs.
@@ -29,6 +29,8 @@ pub struct Settings {
     pub limits: Limits,
     /// HTTP worker threads; by default one per core.
     pub workers: Option<usize>,
+    /// What pages in a browser get: CORS, Open edX's JWT cookies, CSRF.
+    pub browser: BrowserConfig,
 }
 
 /// A bound, ready-to-run server.
@@ -44,8 +46,13 @@ impl Application {
     /// # Errors
     /// When the database, the key or the address is unusable.
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        settings.browser.validate()?;
+        if settings.browser.cors_enabled() || settings.browser.jwt_cookies {
+            let browser = &settings.browser;
+            tracing::info!(cors_origins = ?browser.cors_origins, jwt_cookies = browser.jwt_cookies, "browser clients");
+        }
         let verifier = Verifier::new(&settings.jwt)?;
-        if settings.jwt.audience.is_none() {
+        if settings.jwt.audiences.is_empty() {
             tracing::warn!("PREFS_JWT_AUDIENCE is not set: tokens are accepted whatever their `aud`");
         }
         let store = DieselStore::connect(&settings.store).await.context("connecting to the database")?;
@@ -68,6 +75,7 @@ impl Application {
             service: PreferenceService::new(Arc::new(store), settings.limits),
             verifier,
             metrics,
+            browser: settings.browser.clone(),
         });
         let listener =
             TcpListener::bind(&settings.bind).with_context(|| format!("binding {}", settings.bind))?;

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use clap::Parser;
 use prefs::cli::{Cli, Command, LogFormat, ServeArgs, UsersCommand};
 use prefs::{Application, telemetry};
-use prefs_domain::{Limits, PreferenceService};
+use prefs_domain::{Limits, PreferenceService, UserId};
 use prefs_storage::DieselStore;
 use utoipa::OpenApi;
 
@@ -40,8 +40,8 @@ async fn users(command: UsersCommand) -> anyhow::Result<()> {
     store.migrate().await?;
     let service = PreferenceService::new(Arc::new(store), Limits::default());
     let output = match command {
-        UsersCommand::Add { subject, username, .. } => {
-            prefs::users::user_json(&service.add_user(&subject, &username).await?)
+        UsersCommand::Add { subject, username, id, .. } => {
+            prefs::users::user_json(&service.add_user(&subject, &username, id.map(UserId)).await?)
         }
         UsersCommand::Export { username, .. } => {
             let (user, preferences) = service.export_user(&username).await?;

@@ -1,4 +1,4 @@
--- Users and their preferences (SPEC 1). Identity columns never reuse ids.
+-- Users and their preferences (docs/contract.md §1). Identity columns never reuse ids.
 -- Timestamps are microseconds since the Unix epoch (UTC); `value` is compact serialized JSON kept
 -- as TEXT (not jsonb) so values round-trip byte for byte and strings may hold \u0000.
 CREATE TABLE users (

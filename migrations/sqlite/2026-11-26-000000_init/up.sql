@@ -1,4 +1,4 @@
--- Users and their preferences (SPEC 1). Ids come from AUTOINCREMENT so they are never reused.
+-- Users and their preferences (docs/contract.md §1). Ids come from AUTOINCREMENT so they are never reused.
 -- Timestamps are microseconds since the Unix epoch (UTC); `value` is compact serialized JSON.
 CREATE TABLE users (
     id INTEGER PRIMARY KEY AUTOINCREMENT,

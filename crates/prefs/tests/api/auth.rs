@@ -1,10 +1,10 @@
-//! Tokens (SPEC 2, RFC 8725): every forged, expired or malformed token is a 401 with
+//! Tokens (docs/contract.md §2, RFC 8725): every forged, expired or malformed token is a 401 with
 //! `WWW-Authenticate: Bearer` and the dialect's error body, on every route, and changes nothing.
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use prefs_domain::Limits;
-use prefs_http::{JwtConfig, JwtKey};
+use prefs_http::{JwtConfig, KeySources};
 use prefs_storage::Backend;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
@@ -105,7 +105,12 @@ async fn assert_accepted(app: &TestApp, token: &str, case: &str) {
     assert_eq!(reply.status, StatusCode::OK, "{case}: {reply:?}");
 }
 
-backend_tests!(forged_and_malformed_hs256_tokens, public_key_servers, issuer_and_audience);
+backend_tests!(
+    forged_and_malformed_hs256_tokens,
+    public_key_servers,
+    issuer_and_audience,
+    subjects_are_bounded
+);
 
 async fn forged_and_malformed_hs256_tokens(backend: Backend) {
     let app = spawn(backend).await;
@@ -157,7 +162,7 @@ async fn forged_and_malformed_hs256_tokens(backend: Backend) {
             "kid path traversal, empty key".into(),
             Some(format!("Bearer {}", {
                 let mut h = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256);
-                h.kid = Some("../../../../dev/null".into());
+                h.kid = Some("../../../../dev/null".into()); // self-contained: not a path
                 jsonwebtoken::encode(&h, &claims(), &jsonwebtoken::EncodingKey::from_secret(b"")).unwrap()
             })),
         ),
@@ -243,7 +248,11 @@ async fn public_key_servers(backend: Backend) {
         ("rs256-public.pem", "rs256-private.pem", jsonwebtoken::Algorithm::RS256),
         ("es256-public.pem", "es256-private.pem", jsonwebtoken::Algorithm::ES256),
     ] {
-        let jwt = JwtConfig { key: JwtKey::PublicKeyPem(fixture(public)), issuer: None, audience: None };
+        let keys = KeySources {
+            public_key_file: Some(format!("{FIXTURES}/{public}").into()),
+            ..KeySources::default()
+        };
+        let jwt = JwtConfig { keys, ..JwtConfig::default() };
         let app = spawn_custom(backend, Limits::default(), jwt).await;
         let good = sign_pem(&claims(), algorithm, private);
         assert_accepted(&app, &good, public).await;
@@ -266,9 +275,9 @@ async fn public_key_servers(backend: Backend) {
 
 async fn issuer_and_audience(backend: Backend) {
     let jwt = JwtConfig {
-        key: JwtKey::Secret(crate::helpers::SECRET.to_vec()),
-        issuer: Some("https://idp.example".into()),
-        audience: Some("prefs".into()),
+        issuers: vec!["https://idp.example".into()],
+        audiences: vec!["prefs".into()],
+        ..JwtConfig::with_secret(crate::helpers::SECRET)
     };
     let app = spawn_custom(backend, Limits::default(), jwt).await;
     let full = with(with(claims(), "iss", json!("https://idp.example")), "aud", json!("prefs"));
@@ -284,4 +293,36 @@ async fn issuer_and_audience(backend: Backend) {
         assert_eq!(reply.status, StatusCode::UNAUTHORIZED, "{case}");
         assert_eq!(reply.header("www-authenticate"), Some("Bearer"), "{case}");
     }
+}
+
+/// `sub` is a non-empty string of at most 255 bytes: tokens with an empty subject never share
+/// one account (zed's preferences are not yan's), and a huge one is never stored.
+async fn subjects_are_bounded(backend: Backend) {
+    let app = spawn(backend).await;
+    for (case, sub) in [
+        ("empty", json!("")),
+        ("256 bytes", json!("s".repeat(256))),
+        ("6,000 bytes", json!("s".repeat(6000))),
+    ] {
+        let zed = sign(&json!({"sub": sub, "preferred_username": "zed", "exp": now() + 600}));
+        let reply = app
+            .json(
+                Method::PATCH,
+                "/api/user/v1/preferences/zed",
+                &zed,
+                "application/merge-patch+json",
+                &json!({"k": "v"}),
+            )
+            .await;
+        assert_eq!(reply.status, StatusCode::UNAUTHORIZED, "{case}: {}", reply.text);
+        assert!(reply.text.contains("`sub`"), "{case}: {}", reply.text);
+        let yan = sign(&json!({"sub": sub, "preferred_username": "yan", "exp": now() + 600}));
+        assert_eq!(
+            app.get("/api/user/v1/preferences/yan", &yan).await.status,
+            StatusCode::UNAUTHORIZED,
+            "{case}"
+        );
+    }
+    let longest = sign(&json!({"sub": "s".repeat(255), "preferred_username": "zed", "exp": now() + 600}));
+    assert_eq!(app.get("/api/user/v1/preferences/zed", &longest).await.status, StatusCode::OK);
 }

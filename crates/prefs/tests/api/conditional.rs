@@ -1,4 +1,4 @@
-//! Conditional requests (SPEC 3.5, RFC 9110): strong ETags, 304 and 412, in every dialect.
+//! Conditional requests (docs/contract.md §3.5, RFC 9110): strong ETags, 304 and 412, in every dialect.
 
 use prefs_storage::Backend;
 use reqwest::{Method, StatusCode};

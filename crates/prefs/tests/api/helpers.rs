@@ -4,9 +4,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use prefs::{Application, Settings};
 use prefs_domain::Limits;
-use prefs_http::{JwtConfig, JwtKey};
+use prefs_http::{BrowserConfig, JwtConfig};
+use prefs_storage::Backend;
 use prefs_storage::testing::Scratch;
-use prefs_storage::{Backend, StoreConfig};
 use reqwest::{Method, StatusCode, header};
 use serde_json::{Value, json};
 
@@ -75,24 +75,30 @@ pub async fn spawn(backend: Backend) -> TestApp {
 
 /// Starts a server on a fresh database of `backend`.
 pub async fn spawn_with(backend: Backend, limits: Limits) -> TestApp {
-    spawn_custom(
-        backend,
-        limits,
-        JwtConfig { key: JwtKey::Secret(SECRET.to_vec()), issuer: None, audience: None },
-    )
-    .await
+    spawn_custom(backend, limits, JwtConfig::with_secret(SECRET)).await
 }
 
 /// Starts a server on a fresh database of `backend` verifying tokens as `jwt` says.
 pub async fn spawn_custom(backend: Backend, limits: Limits, jwt: JwtConfig) -> TestApp {
+    spawn_settings(backend, limits, jwt, BrowserConfig::default()).await
+}
+
+/// Starts a server on a fresh database of `backend` offering browsers what `browser` says.
+pub async fn spawn_browser(backend: Backend, browser: BrowserConfig) -> TestApp {
+    spawn_settings(backend, Limits::default(), JwtConfig::with_secret(SECRET), browser).await
+}
+
+/// Starts a server on a fresh database of `backend` with all of its settings.
+async fn spawn_settings(backend: Backend, limits: Limits, jwt: JwtConfig, browser: BrowserConfig) -> TestApp {
     let database = prefs_storage::testing::scratch(backend).await;
     let settings = Settings {
         bind: "127.0.0.1:0".into(),
-        store: StoreConfig::new(database.url.clone()),
+        store: database.config(),
         migrate: true,
         jwt,
         limits,
         workers: Some(2),
+        browser,
     };
     let app = Application::build(settings).await.expect("the application builds");
     let base = format!("http://127.0.0.1:{}", app.port());

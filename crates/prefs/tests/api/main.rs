@@ -2,12 +2,15 @@
 //! a fresh SQLite file and a fresh PostgreSQL database per test.
 
 mod auth;
+mod browser;
+mod clients;
 mod conditional;
 mod edx;
 mod helpers;
 mod namespaces;
 mod openapi;
 mod ops;
+mod providers;
 mod records;
 
 /// Runs each listed `async fn(Backend)` once per backend, as `sqlite::name` and `postgres::name`.

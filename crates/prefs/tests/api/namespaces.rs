@@ -1,4 +1,5 @@
-//! The client namespace dialect (SPEC 3.3) and its JSON:API errors (SPEC 3.4), on both backends.
+//! The client namespace dialect (docs/contract.md §3.3) and its JSON:API errors (§3.4), on both
+//! backends.
 
 use prefs_storage::Backend;
 use reqwest::{Method, StatusCode};
@@ -98,10 +99,12 @@ async fn namespace_lifecycle(backend: Backend) {
     assert_eq!(read(&app, "/preferences/appA", &alice).await, json!({}));
 }
 
+/// The RFC 7396 vectors of `tests/data/rfc7396-merge-patch.jsonl` (repository root), each through
+/// `PATCH /preferences/{clientId}`: the answer and a fresh read are the expected document.
 async fn rfc7396_vectors_through_patch(backend: Backend) {
     let app = spawn(backend).await;
     let alice = rw("alice");
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/data/rfc7396-merge-patch.jsonl");
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/data/rfc7396-merge-patch.jsonl");
     let vectors = std::fs::read_to_string(path).unwrap();
     let mut count = 0;
     for line in vectors.lines().filter(|l| !l.trim().is_empty()) {
@@ -325,19 +328,19 @@ async fn errors_are_jsonapi_and_change_nothing(backend: Backend) {
             Method::PATCH,
             "/preferences/appA",
             Some(MERGE),
-            bytes(json!({"bad key": 1, "ok": 2})),
+            bytes(json!({"bad\tkey": 1, "ok": 2})),
             S::BAD_REQUEST,
             "invalid-value",
-            Some("/bad key".into()),
+            Some("/bad\tkey".into()),
         ),
         (
             Method::PATCH,
             "/preferences/appA",
             Some(MERGE),
-            bytes(json!({"a/b": 1})),
+            bytes(json!({"a/\u{7f}": 1})),
             S::BAD_REQUEST,
             "invalid-value",
-            Some("/a~1b".into()),
+            Some("/a~1\u{7f}".into()),
         ),
         (
             Method::PUT,
@@ -368,12 +371,12 @@ async fn errors_are_jsonapi_and_change_nothing(backend: Backend) {
         ),
         (
             Method::DELETE,
-            "/preferences/appA/bad%20key",
+            "/preferences/appA/bad%0Akey",
             None,
             Vec::new(),
             S::BAD_REQUEST,
             "invalid-value",
-            Some("/bad key".into()),
+            Some("/bad\nkey".into()),
         ),
     ];
     for (method, path, content_type, body, status, code, pointer) in rows {

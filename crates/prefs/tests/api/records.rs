@@ -1,4 +1,4 @@
-//! The record dialect (SPEC 3.2) on both backends.
+//! The record dialect (docs/contract.md §3.2) on both backends.
 
 use prefs_storage::Backend;
 use reqwest::{Method, StatusCode};
@@ -201,7 +201,7 @@ async fn validation_errors_change_nothing(backend: Backend) {
         (Method::POST, list("me"), json!({"key": "c", "value": null}), "value", "null"),
         (Method::POST, list("me"), json!({"value": 1}), "key", "required"),
         (Method::POST, list("me"), json!({"key": "c"}), "value", "required"),
-        (Method::POST, list("me"), json!({"key": "bad key", "value": 1}), "key", "invalid-key"),
+        (Method::POST, list("me"), json!({"key": "bad\u{1}key", "value": 1}), "key", "invalid-key"),
         (Method::POST, list("me"), json!({"key": 5, "value": 1}), "key", "invalid"),
         (Method::POST, list("me"), json!({"key": "a", "value": 1}), "key", "exists"),
         (Method::POST, list("me"), json!({"key": "c", "value": "x".repeat(100)}), "value", "too-large"),
