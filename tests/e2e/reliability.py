@@ -17,7 +17,7 @@ kills them, stops their database, locks it, starves their pool and drips bytes a
   hosts with `target_session_attrs=read-write`, clients writing as fast as they can; the primary
   is stopped with `pg_ctl stop -m immediate` and the standby promoted: prefs serves again without a
   restart, and every acknowledged write is on the new primary (clusters of its own, on
-  PREFS_RELIABILITY_PG_PORT + 10 and + 11);
+  PREFS_RELIABILITY_PG_PORT + 20 and + 21, clear of the bench's 55452);
 - a damaged SQLite file: a page of `preferences`, or of `users`, overwritten with garbage; every
   read and write that meets it is a clean 500 (501 in the namespace dialect) within 1 s, memory
   stays bounded (the server runs under a 1 GiB address-space cap), SIGTERM still exits 0.
@@ -1657,7 +1657,7 @@ def main():
             if wanted("two") and pg and pg.admin:
                 timed("two instances postgres", test_two_instances, binary, pg, directory)
             if wanted("failover") and not args.no_postgres:
-                failover_port = int(os.environ.get("PREFS_RELIABILITY_PG_PORT", "55442")) + 10
+                failover_port = int(os.environ.get("PREFS_RELIABILITY_PG_PORT", "55442")) + 20
                 timed("failover postgres", test_failover_postgres, binary, directory, failover_port)
             if wanted("slowloris"):
                 timed("slowloris", test_slowloris, binary, sqlite, directory)
