@@ -19,9 +19,15 @@
 #
 # PREFS_PG_TLS=1 (what `make test` uses): the server speaks TLS only (pg_hba `hostssl`, no `host`
 # line), with a certificate for 127.0.0.1 and localhost signed by a CA this script makes with
-# openssl (in $DIR/tls: ca.pem, and other-ca.pem, a CA that signed nothing, for the tests of
-# untrusted certificates); the URL carries `sslmode=verify-full&sslrootcert=$DIR/tls/ca.pem`. Its
-# default port is then 55433, so that it never meets a plain cluster left on 55432.
+# openssl (in $DIR/tls: ca.pem, and other-ca.pem, another CA, for the tests of untrusted
+# certificates); the URL carries `sslmode=verify-full&sslrootcert=$DIR/tls/ca.pem`. Its default
+# port is then 55433, so that it never meets a plain cluster left on 55432. For the tests of
+# client certificates the server trusts client certificates signed by ca.pem (ssl_ca_file), and
+# the role `prefs_cert`, which owns a database of that name, gets in by one only (pg_hba `cert`):
+# $DIR/tls/client.crt and client.key (CN=prefs_cert, signed by ca.pem), and other-client.crt and
+# other-client.key (CN=prefs_cert too, signed by other-ca.pem). Every other role is let in as
+# before, with or without a client certificate. A running cluster made before the client
+# certificates is restarted (keeping its data) to get them.
 set -euo pipefail
 
 TLS="${PREFS_PG_TLS:-0}"
@@ -29,6 +35,8 @@ if [[ "$TLS" == 1 ]]; then DEFAULT_PORT=55433; else DEFAULT_PORT=55432; fi
 PORT="${PREFS_PG_PORT:-$DEFAULT_PORT}"
 DIR="${PREFS_PG_DIR:-${TMPDIR:-/tmp}/prefs-pg-${PORT}}"
 URL="postgres://postgres@127.0.0.1:${PORT}/postgres"
+# The role that logs in by client certificate only (PREFS_PG_TLS=1): its certificates' CN.
+CERT_ROLE=prefs_cert
 if [[ "$TLS" == 1 ]]; then URL+="?sslmode=verify-full&sslrootcert=$DIR/tls/ca.pem"; fi
 
 log() { echo "postgres.sh: $*" >&2; }
@@ -66,30 +74,56 @@ ensure_installed() {
     [[ -n "$BIN" ]] || die "initdb still not found after installing postgresql"
 }
 
-# A CA, and a server certificate it signs for 127.0.0.1 and localhost, in $DIR/tls; pg_hba.conf
-# then takes TLS connections only (and the owner over the Unix socket).
+# A CA, and a server certificate it signs for 127.0.0.1 and localhost, in $DIR/tls, and client
+# certificates for $CERT_ROLE (by that CA, and by the other one); each made unless it is there, so
+# a cluster made before the client certificates gets them. pg_hba.conf then takes TLS connections
+# only (and the owner over the Unix socket), $CERT_ROLE's by client certificate only.
 setup_tls() {
     local tls="$DIR/tls"
-    [[ -f "$tls/server.crt" ]] && return
     command -v openssl >/dev/null || die "openssl is needed for PREFS_PG_TLS=1"
-    log "making a CA and a server certificate in $tls"
     mkdir -p "$tls"
     (
         cd "$tls"
-        for ca in ca other-ca; do
-            openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=prefs test $ca" \
-                -keyout "$ca.key" -out "$ca.pem" -addext basicConstraints=critical,CA:TRUE \
-                -addext keyUsage=critical,keyCertSign,cRLSign 2>/dev/null
-        done
-        openssl req -newkey rsa:2048 -nodes -subj "/CN=localhost" -keyout server.key -out server.csr 2>/dev/null
-        printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n' >server.ext
-        openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 3650 \
-            -extfile server.ext -out server.crt 2>/dev/null
-        chmod 600 server.key
-        chmod 644 ca.pem other-ca.pem server.crt
+        if [[ ! -f server.crt ]]; then
+            log "making a CA and a server certificate in $tls"
+            for ca in ca other-ca; do
+                openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=prefs test $ca" \
+                    -keyout "$ca.key" -out "$ca.pem" -addext basicConstraints=critical,CA:TRUE \
+                    -addext keyUsage=critical,keyCertSign,cRLSign 2>/dev/null
+            done
+            openssl req -newkey rsa:2048 -nodes -subj "/CN=localhost" -keyout server.key -out server.csr 2>/dev/null
+            printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n' >server.ext
+            openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 3650 \
+                -extfile server.ext -out server.crt 2>/dev/null
+            chmod 600 server.key
+            chmod 644 ca.pem other-ca.pem server.crt
+        fi
+        if [[ ! -f client.crt || ! -f other-client.crt ]]; then
+            [[ -f ca.key && -f other-ca.key ]] || die "$tls lacks the CA keys; remove the cluster (stop) and start again"
+            log "making client certificates for $CERT_ROLE in $tls"
+            printf 'basicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=clientAuth\n' >client.ext
+            for pair in ca:client other-ca:other-client; do
+                ca="${pair%%:*}" name="${pair#*:}"
+                openssl req -newkey rsa:2048 -nodes -subj "/CN=$CERT_ROLE" -keyout "$name.key" -out "$name.csr" 2>/dev/null
+                openssl x509 -req -in "$name.csr" -CA "$ca.pem" -CAkey "$ca.key" -CAcreateserial -days 3650 \
+                    -extfile client.ext -out "$name.crt" 2>/dev/null
+                chmod 600 "$name.key"
+                chmod 644 "$name.crt"
+            done
+        fi
     )
     if is_root; then chown -R postgres:postgres "$tls"; fi
-    as_owner sh -c "printf '%s\n' 'local all all trust' 'hostssl all all 127.0.0.1/32 trust' 'hostssl all all ::1/128 trust' >'$DIR/pg_hba.conf'"
+    as_owner sh -c "printf '%s\n' 'local all all trust' \
+        'hostssl all $CERT_ROLE 127.0.0.1/32 cert' 'hostssl all $CERT_ROLE ::1/128 cert' \
+        'hostssl all all 127.0.0.1/32 trust' 'hostssl all all ::1/128 trust' >'$DIR/pg_hba.conf'"
+}
+
+# $CERT_ROLE and its database, unless they exist (over the Unix socket, as the owner).
+create_cert_role() {
+    as_owner "$BIN/psql" -h "$DIR" -p "$PORT" -U postgres -d postgres -X -q -v ON_ERROR_STOP=1 >&2 <<SQL
+SELECT 'CREATE ROLE $CERT_ROLE LOGIN' WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '$CERT_ROLE')\gexec
+SELECT 'CREATE DATABASE $CERT_ROLE OWNER $CERT_ROLE' WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = '$CERT_ROLE')\gexec
+SQL
 }
 
 running() {
@@ -99,9 +133,14 @@ running() {
 start() {
     ensure_installed
     if running; then
-        log "already running in $DIR"
-        echo "$URL"
-        return
+        if [[ "$TLS" == 1 && ! -f "$DIR/tls/other-client.crt" ]]; then
+            log "restarting $DIR to add the client certificates (the data stays)"
+            as_owner "$BIN/pg_ctl" -D "$DIR" -m fast -w -t 60 stop >&2
+        else
+            log "already running in $DIR"
+            echo "$URL"
+            return
+        fi
     fi
     if [[ ! -f "$DIR/PG_VERSION" ]]; then
         rm -rf "$DIR"
@@ -120,6 +159,7 @@ start() {
     local options="-p $PORT -k $DIR -c listen_addresses=127.0.0.1 -c max_connections=300"
     if [[ "$TLS" == 1 ]]; then
         options+=" -c ssl=on -c ssl_cert_file=$DIR/tls/server.crt -c ssl_key_file=$DIR/tls/server.key"
+        options+=" -c ssl_ca_file=$DIR/tls/ca.pem"
     fi
     if [[ "${PREFS_PG_FSYNC:-off}" == on ]]; then
         options+=" -c fsync=on -c synchronous_commit=on -c full_page_writes=on"
@@ -130,6 +170,7 @@ start() {
         tail -n 20 "$DIR/server.log" >&2 || true
         die "the server did not start (is port $PORT taken? set PREFS_PG_PORT)"
     fi
+    if [[ "$TLS" == 1 ]]; then create_cert_role; fi
     echo "$URL"
 }
 

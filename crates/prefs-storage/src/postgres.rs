@@ -39,7 +39,9 @@ use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, Server
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
-use rustls::{CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
+use rustls::{
+    AlertDescription, CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme,
+};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
 use crate::config::redact;
@@ -418,13 +420,21 @@ fn explain(error: &tokio_postgres::Error, mode: SslMode) -> String {
 
 fn hint(error: &tokio_postgres::Error, mode: SslMode) -> Option<String> {
     if let Some(db) = error.as_db_error() {
-        let refused = db.code() == &tokio_postgres::error::SqlState::INVALID_AUTHORIZATION_SPECIFICATION;
-        return (refused && db.message().contains("no encryption")).then(|| {
-            format!(
+        if db.code() != &tokio_postgres::error::SqlState::INVALID_AUTHORIZATION_SPECIFICATION {
+            return None;
+        }
+        if db.message().contains("no encryption") {
+            return Some(format!(
                 "the server requires TLS: add sslmode=require (or verify-full with sslrootcert) to the \
                  database URL, not sslmode={}",
                 mode.name()
-            )
+            ));
+        }
+        // pg_hba `cert` (or `clientcert=verify-…`) and no certificate sent.
+        return db.message().contains("requires a valid client certificate").then(|| {
+            "the server wants a client certificate for this user: add sslcert=/path/client.crt&\
+             sslkey=/path/client.key (signed by a CA the server trusts) to the database URL"
+                .to_owned()
         });
     }
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
@@ -439,6 +449,23 @@ fn hint(error: &tokio_postgres::Error, mode: SslMode) -> Option<String> {
         let tls = cause
             .downcast_ref::<rustls::Error>()
             .or_else(|| cause.downcast_ref::<std::io::Error>()?.get_ref()?.downcast_ref::<rustls::Error>());
+        // The server's alerts about certificates are about the one this client sent.
+        if let Some(rustls::Error::AlertReceived(
+            AlertDescription::UnknownCA
+            | AlertDescription::BadCertificate
+            | AlertDescription::UnsupportedCertificate
+            | AlertDescription::CertificateUnknown
+            | AlertDescription::CertificateRevoked
+            | AlertDescription::CertificateExpired
+            | AlertDescription::CertificateRequired,
+        )) = tls
+        {
+            return Some(
+                "the server refused the client certificate (sslcert): it must be signed by a CA the \
+                 server trusts (its ssl_ca_file), and be valid now"
+                    .to_owned(),
+            );
+        }
         if let Some(rustls::Error::InvalidCertificate(certificate)) = tls {
             return Some(match certificate {
                 CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. } => {

@@ -1,12 +1,15 @@
 //! PostgreSQL over TLS, each `sslmode` against a server that takes TLS connections only
 //! (`PREFS_PG_TLS=1 tests/postgres.sh start`, which this suite runs: port 55433 unless
-//! `PREFS_PG_PORT` says otherwise; a server already running there is used as it is).
+//! `PREFS_PG_PORT` says otherwise; a server already running there is used as it is), client
+//! certificates (the role `prefs_cert`, which that server lets in by one only), and `prefer` and
+//! `require` against a server that offers no TLS: the one `PREFS_TEST_POSTGRES_PLAIN_URL` names,
+//! else the plain `tests/postgres.sh start` on its default port 55432, which this suite runs.
 
 use std::process::Command;
 use std::sync::OnceLock;
 
 use diesel::QueryableByName;
-use diesel::sql_types::Bool;
+use diesel::sql_types::{Bool, Nullable, Text};
 use diesel_async::RunQueryDsl;
 use prefs_domain::PreferenceStore;
 use prefs_storage::testing::pg_connect;
@@ -35,6 +38,58 @@ fn server() -> &'static Server {
             url.split("sslrootcert=").nth(1).and_then(|path| path.strip_suffix("/ca.pem")).expect("a CA");
         Server { port: port.to_owned(), tls: tls.to_owned() }
     })
+}
+
+/// The plain server's URL without its query: `PREFS_TEST_POSTGRES_PLAIN_URL`, else the one
+/// `tests/postgres.sh start` prints (without PREFS_PG_TLS, so on its default port and directory).
+fn plain_server() -> &'static str {
+    static PLAIN: OnceLock<String> = OnceLock::new();
+    PLAIN.get_or_init(|| {
+        let url = match std::env::var("PREFS_TEST_POSTGRES_PLAIN_URL") {
+            Ok(url) if !url.trim().is_empty() => url.trim().to_owned(),
+            _ => {
+                let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/postgres.sh");
+                let out = Command::new(script)
+                    .arg("start")
+                    .env_remove("PREFS_PG_TLS")
+                    .env_remove("PREFS_PG_PORT")
+                    .env_remove("PREFS_PG_DIR")
+                    .output()
+                    .expect("run tests/postgres.sh");
+                assert!(
+                    out.status.success(),
+                    "tests/postgres.sh start (plain): {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+                String::from_utf8(out.stdout).expect("UTF-8").lines().last().expect("the URL").to_owned()
+            }
+        };
+        url.split('?').next().expect("a URL").to_owned()
+    })
+}
+
+/// A URL to the plain server with the query `query`.
+fn plain(query: &str) -> String {
+    format!("{}?{}", plain_server(), query.replace("$TLS", &server().tls))
+}
+
+/// A URL to the `prefs_cert` database as the role of that name (which the TLS server lets in by a
+/// client certificate signed by its CA only), checking the server as `verify-full`, with `query`.
+fn as_cert_role(query: &str) -> String {
+    let server = server();
+    let query = format!("sslmode=verify-full&sslrootcert=$TLS/ca.pem{query}").replace("$TLS", &server.tls);
+    format!("postgres://prefs_cert:s3cret@127.0.0.1:{}/prefs_cert?{query}", server.port)
+}
+
+/// `error` and its sources, as one line.
+fn chain(error: &dyn std::error::Error) -> String {
+    let mut chain = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        chain = format!("{chain}: {cause}");
+        source = cause.source();
+    }
+    chain
 }
 
 /// A URL to the server's `postgres` database by `host` with the query `query`.
@@ -118,13 +173,86 @@ async fn the_store_migrates_over_verify_full_and_says_what_to_fix_otherwise() {
     good.migrate().await.unwrap();
     good.ping().await.unwrap();
     let plain = DieselStore::connect(&StoreConfig::new(at("127.0.0.1", "sslmode=disable"))).await.unwrap();
-    let error = plain.migrate().await.unwrap_err();
-    let mut chain = error.to_string();
-    let mut source = std::error::Error::source(&error);
-    while let Some(cause) = source {
-        chain = format!("{chain}: {cause}");
-        source = cause.source();
-    }
+    let chain = chain(&plain.migrate().await.unwrap_err());
     assert!(chain.contains("the server requires TLS: add sslmode=require"), "{chain}");
     assert!(!chain.contains("s3cret"), "{chain}");
+}
+
+#[derive(QueryableByName)]
+struct Client {
+    #[diesel(sql_type = Text)]
+    role: String,
+    #[diesel(sql_type = Nullable<Text>)]
+    client_dn: Option<String>,
+}
+
+#[tokio::test]
+async fn a_client_certificate_from_the_servers_ca_logs_its_role_in() {
+    let url = as_cert_role("&sslcert=$TLS/client.crt&sslkey=$TLS/client.key");
+    let store = DieselStore::connect(&StoreConfig::new(url.clone())).await.unwrap();
+    store.migrate().await.unwrap();
+    store.ping().await.unwrap();
+    // The server took the certificate as the role's.
+    let mut conn = pg_connect(&url).await.unwrap();
+    let client: Client = diesel::sql_query(
+        "SELECT current_user::text AS role, client_dn FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+    )
+    .get_result(&mut conn)
+    .await
+    .unwrap();
+    assert_eq!((client.role.as_str(), client.client_dn.as_deref()), ("prefs_cert", Some("/CN=prefs_cert")));
+    // Other roles still get in without one.
+    let url = at("127.0.0.1", "sslmode=verify-full&sslrootcert=$TLS/ca.pem");
+    assert_eq!(encrypted(&url).await, Ok(true), "{url}");
+}
+
+#[tokio::test]
+async fn without_a_client_certificate_the_role_is_refused_with_the_fix() {
+    let url = as_cert_role("");
+    refused(&url, encrypted(&url).await, "the server wants a client certificate for this user: add sslcert=");
+    let store = DieselStore::connect(&StoreConfig::new(url.clone())).await.unwrap();
+    let chain = chain(&store.migrate().await.unwrap_err());
+    assert!(chain.contains("the server wants a client certificate"), "{chain}");
+    assert!(!chain.contains("s3cret"), "{chain}");
+}
+
+#[tokio::test]
+async fn a_client_certificate_from_another_ca_is_refused() {
+    let url = as_cert_role("&sslcert=$TLS/other-client.crt&sslkey=$TLS/other-client.key");
+    refused(&url, encrypted(&url).await, "the server refused the client certificate (sslcert)");
+    // Whatever the role: the server checks every certificate it is sent.
+    let url = at(
+        "127.0.0.1",
+        "sslmode=verify-full&sslrootcert=$TLS/ca.pem&sslcert=$TLS/other-client.crt&sslkey=$TLS/other-client.key",
+    );
+    refused(&url, encrypted(&url).await, "the server refused the client certificate (sslcert)");
+}
+
+#[tokio::test]
+async fn prefer_the_default_falls_back_to_plain_text_when_the_server_offers_no_tls() {
+    for query in ["", "sslmode=prefer", "sslmode=disable"] {
+        let url = plain(query);
+        assert_eq!(encrypted(&url).await, Ok(false), "{url}");
+    }
+    let store = DieselStore::connect(&StoreConfig::new(plain("sslmode=prefer"))).await.unwrap();
+    store.ping().await.unwrap();
+}
+
+#[tokio::test]
+async fn require_and_stronger_refuse_a_server_that_offers_no_tls_with_the_fix() {
+    for (query, mode) in [
+        ("sslmode=require", "require"),
+        ("sslmode=verify-ca&sslrootcert=$TLS/ca.pem", "verify-ca"),
+        ("sslmode=verify-full&sslrootcert=$TLS/ca.pem", "verify-full"),
+    ] {
+        let url = plain(query);
+        refused(
+            &url,
+            encrypted(&url).await,
+            &format!("the server does not offer TLS, which sslmode={mode} requires"),
+        );
+    }
+    let store = DieselStore::connect(&StoreConfig::new(plain("sslmode=require"))).await.unwrap();
+    let chain = chain(&store.migrate().await.unwrap_err());
+    assert!(chain.contains("the server does not offer TLS, which sslmode=require requires"), "{chain}");
 }

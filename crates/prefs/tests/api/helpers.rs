@@ -89,7 +89,12 @@ pub async fn spawn_browser(backend: Backend, browser: BrowserConfig) -> TestApp 
 }
 
 /// Starts a server on a fresh database of `backend` with all of its settings.
-async fn spawn_settings(backend: Backend, limits: Limits, jwt: JwtConfig, browser: BrowserConfig) -> TestApp {
+pub async fn spawn_settings(
+    backend: Backend,
+    limits: Limits,
+    jwt: JwtConfig,
+    browser: BrowserConfig,
+) -> TestApp {
     let database = prefs_storage::testing::scratch(backend).await;
     let settings = Settings {
         bind: "127.0.0.1:0".into(),

@@ -730,7 +730,85 @@ async fn any_client_id_and_odd_claims(backend: Backend) {
     assert_eq!(app.get("/preferences/a", &token).await.status, StatusCode::FORBIDDEN);
 }
 
+/// Open edX's own tokens: RS512 with a `kid` from the LMS's JWK set (a file), sent as
+/// `JWT <token>` and as a micro-frontend's cookie pair, with and without CSRF proof; the
+/// `administrator: true` claim makes a staff member who reads other users' preferences.
+async fn open_edx_tokens_by_header_and_cookies(backend: Backend) {
+    let key = Signer::new("rsa2", Algorithm::RS512, Some("openedx-2024"));
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("jwks.json");
+    std::fs::write(&file, serde_json::to_string(&JwkSet { keys: vec![key.jwk.clone()] }).unwrap()).unwrap();
+    let jwt = JwtConfig {
+        keys: KeySources { jwks_file: Some(file), ..KeySources::default() },
+        issuers: value_list("https://lms.example.com/oauth2"),
+        audiences: value_list("openedx"),
+        claims: ClaimMap {
+            roles: claim_list("roles,administrator"),
+            staff_roles: value_list("staff,administrator"),
+            user_id: claim_list("user_id"),
+            ..ClaimMap::default()
+        },
+        ..JwtConfig::default()
+    };
+    let origin = "https://apps.example.com";
+    let browser = prefs_http::BrowserConfig {
+        jwt_cookies: true,
+        cors_origins: vec![origin.into()],
+        ..Default::default()
+    };
+    let app = crate::helpers::spawn_settings(backend, Limits::default(), jwt, browser).await;
+    let token = |user: &str, id: i64, administrator: bool| {
+        key.sign(&json!({"iss": "https://lms.example.com/oauth2", "aud": "openedx", "sub": format!("edx-{user}"),
+            "preferred_username": user, "user_id": id, "administrator": administrator, "email_verified": true,
+            "scopes": ["user_id", "email", "profile"], "filters": [], "is_restricted": false, "version": "1.2.0",
+            "exp": now() + 600, "iat": now()}))
+    };
+    let alice = token("alice", 42, false);
+    let path = "/api/user/v1/preferences/alice";
+    let send = |method: Method, headers: Vec<(&'static str, String)>, body: Option<Value>| {
+        let mut request = reqwest::Client::new().request(method, format!("{}{path}", app.base));
+        for (name, value) in headers {
+            request = request.header(name, value);
+        }
+        if let Some(body) = body {
+            request = request.header("content-type", "application/merge-patch+json").body(body.to_string());
+        }
+        async move { request.send().await.unwrap().status() }
+    };
+    let (header_payload, signature) = alice.rsplit_once('.').unwrap();
+    let jwt_cookies =
+        format!("edx-jwt-cookie-header-payload={header_payload}; edx-jwt-cookie-signature={signature}");
+    let csrf = "abcdefghijklmnopqrstuvwxyzABCDEF";
+    let patch = json!({"pref-lang": "fr"});
+    assert_eq!(
+        send(Method::GET, vec![("authorization", format!("JWT {alice}"))], None).await,
+        StatusCode::OK
+    );
+    assert_eq!(
+        send(Method::GET, vec![("cookie", jwt_cookies.clone())], None).await,
+        StatusCode::OK,
+        "cookie pair"
+    );
+    let no_proof = send(Method::PATCH, vec![("cookie", jwt_cookies.clone())], Some(patch.clone())).await;
+    assert_eq!(no_proof, StatusCode::FORBIDDEN, "a cookie write without CSRF proof");
+    let with_proof = vec![
+        ("cookie", format!("{jwt_cookies}; csrftoken={csrf}")),
+        ("x-csrftoken", csrf.to_owned()),
+        ("origin", origin.to_owned()),
+    ];
+    assert_eq!(send(Method::PATCH, with_proof, Some(patch)).await, StatusCode::NO_CONTENT, "with CSRF proof");
+    let stella = token("stella", 43, true);
+    let read = app.get(path, &stella).await;
+    assert_eq!(read.json()["pref-lang"], "fr", "administrator: true reads others' preferences");
+    let write =
+        app.json(Method::PATCH, path, &stella, "application/merge-patch+json", &json!({"x": "1"})).await;
+    assert_eq!(write.status, StatusCode::FORBIDDEN, "and, as staff, does not write them");
+    let me = app.get("/api/v2/user/me/preference/", &alice).await;
+    assert_eq!(me.json()["results"][0]["user_id"], 42, "the LMS's user id is the prefs id");
+}
+
 backend_tests!(
+    open_edx_tokens_by_header_and_cookies,
     any_client_id_and_odd_claims,
     every_algorithm,
     jwks_url_rotation,
