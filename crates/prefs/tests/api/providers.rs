@@ -602,13 +602,15 @@ async fn provider_recipes(backend: Backend) {
         let client_ids = config.client_ids.clone();
         let app = spawn_custom(backend, Limits::default(), config).await;
         assert!(ready_within(&app, 10).await, "{name}");
-        let token = |user: &str, role: Role| {
+        // The provider's claims for `user`, issued now by the key server's issuer.
+        let claims_of = |user: &str, role: Role| {
             let mut claims = (recipe.claims)(user, role);
             claims["iss"] = json!(issuer);
             claims["exp"] = json!(now() + 600);
             claims["iat"] = json!(now());
-            signer.sign(&claims)
+            claims
         };
+        let token = |user: &str, role: Role| signer.sign(&claims_of(user, role));
         let alice = token("alice", Role::User);
         // The username prefs sees: the provider's username claim, else the subject.
         let me = app.get("/api/v2/user/me/preference/", &alice).await;
@@ -660,9 +662,7 @@ async fn provider_recipes(backend: Backend) {
         assert_eq!(record.json()["count"], 3, "{name}: layout, pref-lang, x");
         if let Some(client) = client_ids.first() {
             // PREFS_JWT_CLIENT_IDS: another app's token is refused.
-            let mut claims = (recipe.claims)("alice", Role::User);
-            claims["iss"] = json!(issuer);
-            claims["exp"] = json!(now() + 600);
+            let mut claims = claims_of("alice", Role::User);
             claims["client_id"] = json!(format!("{client}-other"));
             let reply = app.get(&edx, &signer.sign(&claims)).await;
             assert_eq!(reply.status, StatusCode::UNAUTHORIZED, "{name}: another client");
@@ -670,9 +670,7 @@ async fn provider_recipes(backend: Backend) {
         }
         if let Some(id) = (recipe.claims)("alice", Role::User)["user_id"].as_i64() {
             // PREFS_JWT_USER_ID_CLAIM: a token whose id disagrees with alice's is refused.
-            let mut claims = (recipe.claims)("alice", Role::User);
-            claims["iss"] = json!(issuer);
-            claims["exp"] = json!(now() + 600);
+            let mut claims = claims_of("alice", Role::User);
             claims["user_id"] = json!(id + 1);
             let reply = app.get(&edx, &signer.sign(&claims)).await;
             assert_eq!(reply.status, StatusCode::UNAUTHORIZED, "{name}: another user id: {}", reply.text);
