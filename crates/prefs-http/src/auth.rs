@@ -84,6 +84,10 @@ impl<D: Dialect> FromRequest for Authenticated<D> {
         // The `Authorization` header, else (when enabled) the JWT cookies, which writes need a CSRF
         // token with.
         let (token, csrf) = crate::browser::token(req, state.as_ref().map(|s| &s.browser), bearer);
+        let token = token.and_then(|token| match token.len() {
+            0..=MAX_TOKEN_BYTES => Ok(token),
+            _ => Err(format!("the token is longer than {MAX_TOKEN_BYTES} bytes")),
+        });
         Box::pin(async move {
             let state = state.ok_or_else(|| Problem::Unauthorized("not configured".into()))?;
             let principal =
@@ -118,9 +122,6 @@ fn bearer(req: &HttpRequest) -> Result<&str, String> {
             if (scheme.eq_ignore_ascii_case("bearer") || scheme.eq_ignore_ascii_case("jwt"))
                 && !token.trim().is_empty() =>
         {
-            if token.len() > MAX_TOKEN_BYTES {
-                return Err(format!("the token is longer than {MAX_TOKEN_BYTES} bytes"));
-            }
             Ok(token.trim())
         }
         _ => Err("the Authorization header is not `Bearer <token>` or `JWT <token>`".into()),

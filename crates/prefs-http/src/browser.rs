@@ -27,7 +27,6 @@ use subtle::ConstantTimeEq;
 use url::Url;
 use utoipa::ToSchema;
 
-use crate::auth::MAX_TOKEN_BYTES;
 use crate::edx::Edx;
 use crate::error::Problem;
 use crate::{AppState, read, resource};
@@ -261,11 +260,7 @@ pub(crate) fn token(
     match (cookie(req, JWT_HEADER_PAYLOAD_COOKIE), cookie(req, JWT_SIGNATURE_COOKIE)) {
         (None, None) => from_header(),
         (Some(header_payload), Some(signature)) => {
-            let token = format!("{header_payload}.{signature}");
-            if token.len() > MAX_TOKEN_BYTES {
-                return (Err(format!("the token is longer than {MAX_TOKEN_BYTES} bytes")), Ok(()));
-            }
-            (Ok(token), csrf(req, config))
+            (Ok(format!("{header_payload}.{signature}")), csrf(req, config))
         }
         (Some(_), None) | (None, Some(_)) => (
             Err(format!(
