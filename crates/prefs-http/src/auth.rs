@@ -12,8 +12,11 @@ use std::future::Future;
 use std::marker::PhantomData;
 use std::pin::Pin;
 
-use actix_web::http::header;
-use actix_web::{FromRequest, HttpRequest, dev::Payload, web};
+use actix_web::body::MessageBody;
+use actix_web::dev::{Payload, ServiceRequest, ServiceResponse};
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::middleware::Next;
+use actix_web::{FromRequest, HttpRequest, web};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use prefs_domain::{Actor, Error};
 use serde::{Deserialize, Serialize};
@@ -102,6 +105,26 @@ impl<D: Dialect> FromRequest for Authenticated<D> {
             Ok(Self { actor, dialect: PhantomData })
         })
     }
+}
+
+/// Middleware: answers to requests that carry credentials (an `Authorization` header or cookies)
+/// are `Cache-Control: private, no-cache`: a shared cache never keeps them, and a client
+/// revalidates with the `ETag` before it uses what it kept. An answer that says otherwise (the
+/// CSRF route's `no-store`) keeps its own.
+///
+/// # Errors
+/// Passes on the inner service's errors.
+pub(crate) async fn private_answers(
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let credentials =
+        req.headers().contains_key(header::AUTHORIZATION) || req.headers().contains_key(header::COOKIE);
+    let mut response = next.call(req).await?;
+    if credentials && !response.headers().contains_key(header::CACHE_CONTROL) {
+        response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("private, no-cache"));
+    }
+    Ok(response)
 }
 
 /// The longest token accepted, in bytes: real tokens are far smaller, and verifying a huge one

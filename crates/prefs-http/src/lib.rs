@@ -102,6 +102,7 @@ pub fn app(
         // the routes' OPTIONS. Outside it, answers that allow no origin lose actix-cors' headers.
         .wrap(cors)
         .wrap(Condition::new(cors_enabled, from_fn(browser::tidy)))
+        .wrap(from_fn(auth::private_answers))
         .wrap(prometheus)
         .wrap(from_fn(metrics::refuse_unknown_methods))
         .wrap(from_fn(request_id::middleware))

@@ -7,7 +7,12 @@ use serde_json::json;
 use crate::backend_tests;
 use crate::helpers::{spawn, token};
 
-backend_tests!(health_and_readiness, unknown_routes_are_jsonapi_404s, request_ids);
+backend_tests!(
+    health_and_readiness,
+    unknown_routes_are_jsonapi_404s,
+    request_ids,
+    authenticated_answers_are_private
+);
 
 async fn health_and_readiness(backend: Backend) {
     let app = spawn(backend).await;
@@ -51,4 +56,25 @@ async fn request_ids(backend: Backend) {
         assert_ne!(id, bad);
         assert_eq!(id.len(), 20);
     }
+}
+
+/// Answers to requests with credentials are `Cache-Control: private, no-cache` in every dialect,
+/// errors included: a shared cache never keeps them, and clients revalidate with the ETag.
+async fn authenticated_answers_are_private(backend: Backend) {
+    let app = spawn(backend).await;
+    let alice = token("alice", &[]);
+    for path in [
+        "/api/user/v1/preferences/alice",
+        "/api/v2/user/me/preference/",
+        "/preferences/app",
+        "/api/user/v1/preferences/ghost",
+    ] {
+        let reply = app.get(path, &alice).await;
+        assert_eq!(reply.header("cache-control"), Some("private, no-cache"), "{path}: {}", reply.status);
+    }
+    let refused = app.get("/api/user/v1/preferences/alice", "not-a-token").await;
+    assert_eq!(refused.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(refused.header("cache-control"), Some("private, no-cache"));
+    let health = app.send(Method::GET, "/healthz", None, None, None).await;
+    assert_eq!(health.header("cache-control"), None, "answers without credentials are as before");
 }
