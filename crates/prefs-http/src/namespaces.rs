@@ -192,7 +192,7 @@ async fn object_body(
 /// The user's namespace of this client.
 ///
 /// One JSON object, `{}` if never set.
-#[utoipa::path(get, operation_id = "namespace_get_all", path = "/preferences/{client_id}", tag = "Client namespaces", params(("client_id" = String, Path, description = "The client application's id", pattern = "^[A-Za-z0-9._-]{1,128}$"), ("user_id" = Option<i64>, Query, description = "Act for this user (admin: read and write; staff: read)")),
+#[utoipa::path(get, operation_id = "namespace_get_all", path = "/preferences/{client_id}", tag = "Client namespaces", params(("client_id" = String, Path, description = "The client application's id, percent-encoded: 1 to 255 bytes without control characters, not `global`", min_length = 1, max_length = 255, pattern = "^[^\\x00-\\x1f\\x7f-\\x9f]+$"), ("user_id" = Option<i64>, Query, description = "Act for this user (admin: read and write; staff: read)")),
     responses(
         (status = 200, description = "The namespace", body = Object, example = json!({"sidebar": {"open": true}, "recent": ["a"]})),
         (status = 304, description = "Not modified (If-None-Match)"),
@@ -213,7 +213,7 @@ pub(crate) async fn get_all(
 /// Replaces the whole namespace.
 ///
 /// A `null` member means the key is absent.
-#[utoipa::path(put, operation_id = "namespace_put_all", path = "/preferences/{client_id}", tag = "Client namespaces", params(("client_id" = String, Path, description = "The client application's id", pattern = "^[A-Za-z0-9._-]{1,128}$"), ("user_id" = Option<i64>, Query, description = "Act for this user (admin: read and write; staff: read)")),
+#[utoipa::path(put, operation_id = "namespace_put_all", path = "/preferences/{client_id}", tag = "Client namespaces", params(("client_id" = String, Path, description = "The client application's id, percent-encoded: 1 to 255 bytes without control characters, not `global`", min_length = 1, max_length = 255, pattern = "^[^\\x00-\\x1f\\x7f-\\x9f]+$"), ("user_id" = Option<i64>, Query, description = "Act for this user (admin: read and write; staff: read)")),
     request_body(content(
         (NamespaceBody = "application/json", example = json!({"sidebar": {"open": true}})),
         (NamespaceBody = "application/vnd.api+json", example = json!({"sidebar": {"open": true}})))),
@@ -239,7 +239,7 @@ pub(crate) async fn put_all(
 ///
 /// An RFC 7396 merge patch: `null` deletes, objects merge. Answers the merged object. An extension
 /// of PACE's API.
-#[utoipa::path(patch, operation_id = "namespace_patch", path = "/preferences/{client_id}", tag = "Client namespaces", params(("client_id" = String, Path, description = "The client application's id", pattern = "^[A-Za-z0-9._-]{1,128}$"), ("user_id" = Option<i64>, Query, description = "Act for this user (admin: read and write; staff: read)")),
+#[utoipa::path(patch, operation_id = "namespace_patch", path = "/preferences/{client_id}", tag = "Client namespaces", params(("client_id" = String, Path, description = "The client application's id, percent-encoded: 1 to 255 bytes without control characters, not `global`", min_length = 1, max_length = 255, pattern = "^[^\\x00-\\x1f\\x7f-\\x9f]+$"), ("user_id" = Option<i64>, Query, description = "Act for this user (admin: read and write; staff: read)")),
     request_body(content(
         (NamespaceBody = "application/merge-patch+json", example = json!({"sidebar": {"width": null}})),
         (NamespaceBody = "application/vnd.api+json", example = json!({"sidebar": {"width": null}})))),
@@ -263,7 +263,7 @@ pub(crate) async fn patch(
 }
 
 /// Empties the namespace. An extension of PACE's API.
-#[utoipa::path(delete, operation_id = "namespace_delete_all", path = "/preferences/{client_id}", tag = "Client namespaces", params(("client_id" = String, Path, description = "The client application's id", pattern = "^[A-Za-z0-9._-]{1,128}$"), ("user_id" = Option<i64>, Query, description = "Act for this user (admin: read and write; staff: read)")),
+#[utoipa::path(delete, operation_id = "namespace_delete_all", path = "/preferences/{client_id}", tag = "Client namespaces", params(("client_id" = String, Path, description = "The client application's id, percent-encoded: 1 to 255 bytes without control characters, not `global`", min_length = 1, max_length = 255, pattern = "^[^\\x00-\\x1f\\x7f-\\x9f]+$"), ("user_id" = Option<i64>, Query, description = "Act for this user (admin: read and write; staff: read)")),
     responses(
         (status = 204, description = "Emptied"),
         NamespaceReadErrors),
@@ -280,7 +280,7 @@ pub(crate) async fn delete_all(
 }
 
 /// One member's value. An extension of PACE's API.
-#[utoipa::path(get, operation_id = "namespace_get_one", path = "/preferences/{client_id}/{key}", tag = "Client namespaces", params(("client_id" = String, Path, description = "The client application's id", pattern = "^[A-Za-z0-9._-]{1,128}$"), ("key" = String, Path, description = "The member, percent-encoded: 1 to 255 bytes without control characters", min_length = 1, max_length = 255, pattern = "^[^\\x00-\\x1f\\x7f-\\x9f]+$"), ("user_id" = Option<i64>, Query, description = "Act for this user (admin: read and write; staff: read)")),
+#[utoipa::path(get, operation_id = "namespace_get_one", path = "/preferences/{client_id}/{key}", tag = "Client namespaces", params(("client_id" = String, Path, description = "The client application's id, percent-encoded: 1 to 255 bytes without control characters, not `global`", min_length = 1, max_length = 255, pattern = "^[^\\x00-\\x1f\\x7f-\\x9f]+$"), ("key" = String, Path, description = "The member, percent-encoded: 1 to 255 bytes without control characters", min_length = 1, max_length = 255, pattern = "^[^\\x00-\\x1f\\x7f-\\x9f]+$"), ("user_id" = Option<i64>, Query, description = "Act for this user (admin: read and write; staff: read)")),
     responses(
         (status = 200, description = "The value (any JSON)", body = PreferenceJson),
         (status = 304, description = "Not modified (If-None-Match)"),
@@ -302,7 +302,7 @@ pub(crate) async fn get_one(
 ///
 /// The body is the value: any JSON but `null`, as `application/json` or
 /// `application/vnd.api+json`. An extension of PACE's API.
-#[utoipa::path(put, operation_id = "namespace_put_one", path = "/preferences/{client_id}/{key}", tag = "Client namespaces", params(("client_id" = String, Path, description = "The client application's id", pattern = "^[A-Za-z0-9._-]{1,128}$"), ("key" = String, Path, description = "The member, percent-encoded: 1 to 255 bytes without control characters", min_length = 1, max_length = 255, pattern = "^[^\\x00-\\x1f\\x7f-\\x9f]+$"), ("user_id" = Option<i64>, Query, description = "Act for this user (admin: read and write; staff: read)")),
+#[utoipa::path(put, operation_id = "namespace_put_one", path = "/preferences/{client_id}/{key}", tag = "Client namespaces", params(("client_id" = String, Path, description = "The client application's id, percent-encoded: 1 to 255 bytes without control characters, not `global`", min_length = 1, max_length = 255, pattern = "^[^\\x00-\\x1f\\x7f-\\x9f]+$"), ("key" = String, Path, description = "The member, percent-encoded: 1 to 255 bytes without control characters", min_length = 1, max_length = 255, pattern = "^[^\\x00-\\x1f\\x7f-\\x9f]+$"), ("user_id" = Option<i64>, Query, description = "Act for this user (admin: read and write; staff: read)")),
     request_body(content = PreferenceJson, description = "Any JSON but `null`; also taken as `application/vnd.api+json`",
         content_type = "application/json", example = json!("dark")),
     responses(
@@ -328,7 +328,7 @@ pub(crate) async fn put_one(
 /// Removes one member.
 ///
 /// 204 also when it was not set. An extension of PACE's API.
-#[utoipa::path(delete, operation_id = "namespace_delete_one", path = "/preferences/{client_id}/{key}", tag = "Client namespaces", params(("client_id" = String, Path, description = "The client application's id", pattern = "^[A-Za-z0-9._-]{1,128}$"), ("key" = String, Path, description = "The member, percent-encoded: 1 to 255 bytes without control characters", min_length = 1, max_length = 255, pattern = "^[^\\x00-\\x1f\\x7f-\\x9f]+$"), ("user_id" = Option<i64>, Query, description = "Act for this user (admin: read and write; staff: read)")),
+#[utoipa::path(delete, operation_id = "namespace_delete_one", path = "/preferences/{client_id}/{key}", tag = "Client namespaces", params(("client_id" = String, Path, description = "The client application's id, percent-encoded: 1 to 255 bytes without control characters, not `global`", min_length = 1, max_length = 255, pattern = "^[^\\x00-\\x1f\\x7f-\\x9f]+$"), ("key" = String, Path, description = "The member, percent-encoded: 1 to 255 bytes without control characters", min_length = 1, max_length = 255, pattern = "^[^\\x00-\\x1f\\x7f-\\x9f]+$"), ("user_id" = Option<i64>, Query, description = "Act for this user (admin: read and write; staff: read)")),
     responses(
         (status = 204, description = "Removed"),
         NamespaceReadErrors,
