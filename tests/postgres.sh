@@ -26,8 +26,9 @@
 # the role `prefs_cert`, which owns a database of that name, gets in by one only (pg_hba `cert`):
 # $DIR/tls/client.crt and client.key (CN=prefs_cert, signed by ca.pem), and other-client.crt and
 # other-client.key (CN=prefs_cert too, signed by other-ca.pem). Every other role is let in as
-# before, with or without a client certificate. A running cluster made before the client
-# certificates is restarted (keeping its data) to get them.
+# before, with or without a client certificate; replication connections (the reliability tests'
+# standby) are let in over TLS only too (pg_hba `hostssl replication`). A running cluster made
+# before the client certificates is restarted (keeping its data) to get them.
 set -euo pipefail
 
 TLS="${PREFS_PG_TLS:-0}"
@@ -77,7 +78,8 @@ ensure_installed() {
 # A CA, and a server certificate it signs for 127.0.0.1 and localhost, in $DIR/tls, and client
 # certificates for $CERT_ROLE (by that CA, and by the other one); each made unless it is there, so
 # a cluster made before the client certificates gets them. pg_hba.conf then takes TLS connections
-# only (and the owner over the Unix socket), $CERT_ROLE's by client certificate only.
+# only (and the owner over the Unix socket), $CERT_ROLE's by client certificate only; replication
+# connections (pg_basebackup, a standby's walreceiver) over TLS too.
 setup_tls() {
     local tls="$DIR/tls"
     command -v openssl >/dev/null || die "openssl is needed for PREFS_PG_TLS=1"
@@ -115,7 +117,8 @@ setup_tls() {
     if is_root; then chown -R postgres:postgres "$tls"; fi
     as_owner sh -c "printf '%s\n' 'local all all trust' \
         'hostssl all $CERT_ROLE 127.0.0.1/32 cert' 'hostssl all $CERT_ROLE ::1/128 cert' \
-        'hostssl all all 127.0.0.1/32 trust' 'hostssl all all ::1/128 trust' >'$DIR/pg_hba.conf'"
+        'hostssl all all 127.0.0.1/32 trust' 'hostssl all all ::1/128 trust' \
+        'hostssl replication all 127.0.0.1/32 trust' 'hostssl replication all ::1/128 trust' >'$DIR/pg_hba.conf'"
 }
 
 # $CERT_ROLE and its database, unless they exist (over the Unix socket, as the owner).

@@ -17,14 +17,16 @@ kills them, stops their database, locks it, starves their pool and drips bytes a
   hosts with `target_session_attrs=read-write`, clients writing as fast as they can; the primary
   is stopped with `pg_ctl stop -m immediate` and the standby promoted: prefs serves again without a
   restart, and every acknowledged write is on the new primary (clusters of its own, on
-  PREFS_RELIABILITY_PG_PORT + 20 and + 21, clear of the bench's 55452);
+  PREFS_RELIABILITY_PG_PORT + 20 and + 21, clear of the bench's 55452; both TLS only, the standby
+  replicating over TLS too);
 - a damaged SQLite file: a page of `preferences`, or of `users`, overwritten with garbage; every
   read and write that meets it is a clean 500 (501 in the namespace dialect) within 1 s, memory
   stays bounded (the server runs under a 1 GiB address-space cap), SIGTERM still exits 0.
 
 PostgreSQL runs in a private throwaway cluster (`tests/postgres.sh` with PREFS_PG_PORT, default
-55442, never the shared 55432 one, and PREFS_PG_FSYNC=on), halted and restarted by the outage test
-and removed at the end.
+55442, never the shared 55432/55433 ones, PREFS_PG_FSYNC=on and PREFS_PG_TLS=1: TLS only, pg_hba
+`hostssl`, every URL with `sslmode=verify-full&sslrootcert=...`), halted and restarted by the
+outage test and removed at the end.
 Talks to 127.0.0.1 only; every loop is bounded in count and time; every request has a timeout.
 
 usage: reliability.py PATH_TO_PREFS [--only NAME[,NAME...]] [--no-postgres] [--keep]
@@ -50,6 +52,7 @@ import tempfile
 import threading
 import time
 import traceback
+import urllib.parse
 import uuid
 
 import requests
@@ -154,13 +157,14 @@ class Sqlite:
 
 
 class Postgres:
-    """The private throwaway cluster, through tests/postgres.sh."""
+    """The private throwaway cluster, through tests/postgres.sh: TLS only (PREFS_PG_TLS=1, pg_hba
+    `hostssl`), so every URL carries `?sslmode=verify-full&sslrootcert=DIR/tls/ca.pem`."""
 
     label = "postgres"
 
     def __init__(self, port):
-        # A durable server (fsync on), as a crash or outage test wants, on its own port.
-        self.env = {**os.environ, "PREFS_PG_PORT": str(port), "PREFS_PG_FSYNC": "on"}
+        # A durable server (fsync on), as a crash or outage test wants, on its own port, TLS only.
+        self.env = {**os.environ, "PREFS_PG_PORT": str(port), "PREFS_PG_FSYNC": "on", "PREFS_PG_TLS": "1"}
         self.env.pop("PREFS_PG_DIR", None)
         self.admin = None
 
@@ -188,10 +192,21 @@ class Postgres:
             raise RuntimeError(f"psql failed: {out.stderr}")
         return out.stdout.strip()
 
+    def url(self, db):
+        """The URL of the database `db` on this server: the admin URL's, query (TLS) and all."""
+        return urllib.parse.urlunsplit(urllib.parse.urlsplit(self.admin)._replace(path=f"/{db}"))
+
+    def query(self):
+        """The admin URL's query: `sslmode=verify-full&sslrootcert=...`."""
+        return urllib.parse.urlsplit(self.admin).query
+
+    def port(self):
+        return urllib.parse.urlsplit(self.admin).port
+
     def new_db(self, name):
         db = f"rel_{name}_{uuid.uuid4().hex[:8]}"
         self.psql(self.admin, f"CREATE DATABASE {db}")
-        return self.admin.rsplit("/", 1)[0] + f"/{db}"
+        return self.url(db)
 
 
 class TableLock:
@@ -701,7 +716,7 @@ def test_outage_postgres(binary, pg, log_dir):
     run_probes(server, record_id, "outage postgres before", 200, reads_only=True)
     background = Background(server)
     time.sleep(0.3)
-    port = int(pg.admin.rsplit(":", 1)[1].split("/")[0])
+    port = pg.port()
     hole = None
     pg.halt()
     halted_at = time.time()
@@ -751,12 +766,14 @@ def test_outage_postgres(binary, pg, log_dir):
 
 
 class Failover:
-    """A primary (tests/postgres.sh, durable) and a synchronous streaming standby of it, made with
-    `pg_basebackup -R` on the next port."""
+    """A primary (tests/postgres.sh, durable, TLS only) and a synchronous streaming standby of it,
+    made with `pg_basebackup -R` on the next port: it replicates over TLS (sslmode=verify-full,
+    which `-R` writes into its primary_conninfo) and serves TLS only too, with the primary's
+    certificate (for 127.0.0.1 and localhost) from the primary's directory, which stays in place
+    after the primary is stopped."""
 
     def __init__(self, port):
         self.primary = Postgres(port)
-        self.primary.env.pop("PREFS_PG_TLS", None)  # the URLs below are plain
         self.port, self.standby_port = port, port + 1
         self.standby_dir = os.path.join(tempfile.gettempdir(), f"prefs-pg-{self.standby_port}")
         self.bin = self._bindir()
@@ -789,18 +806,34 @@ class Failover:
     def primary_dir(self):
         return os.path.join(tempfile.gettempdir(), f"prefs-pg-{self.port}")
 
+    def tls(self, name):
+        """A file of the primary's TLS directory (tests/postgres.sh's $DIR/tls)."""
+        return os.path.join(self.primary_dir(), "tls", name)
+
     def standby_url(self, db="postgres"):
-        return f"postgres://postgres@127.0.0.1:{self.standby_port}/{db}"
+        return f"postgres://postgres@127.0.0.1:{self.standby_port}/{db}?{self.primary.query()}"
+
+    def both_url(self, db):
+        """Both hosts, for prefs: the first that takes writes, over TLS (verify-full)."""
+        return (f"postgres://postgres@127.0.0.1:{self.port},127.0.0.1:{self.standby_port}/{db}"
+                f"?target_session_attrs=read-write&{self.primary.query()}")
 
     def start(self):
         self.destroy()
         admin = self.primary.start()
         subprocess.run(self.as_owner(["mkdir", "-p", self.standby_dir]), check=True)
         os.chmod(self.standby_dir, 0o700)
-        self.run([os.path.join(self.bin, "pg_basebackup"), "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres",
-                  "-D", self.standby_dir, "-R", "-X", "stream", "--no-sync"], timeout=300)
+        # Over TLS (the primary has `hostssl replication` only); -R writes these settings, sslmode
+        # and sslrootcert included, into the standby's primary_conninfo. A fast checkpoint: a
+        # spread one paces the writes of the fresh cluster's databases over a minute or two.
+        conninfo = (f"host=127.0.0.1 port={self.port} user=postgres sslmode=verify-full "
+                    f"sslrootcert={self.tls('ca.pem')}")
+        self.run([os.path.join(self.bin, "pg_basebackup"), "-d", conninfo, "-D", self.standby_dir, "-R",
+                  "-X", "stream", "--checkpoint=fast", "--no-sync"], timeout=300)
         options = (f"-p {self.standby_port} -k {self.standby_dir} -c listen_addresses=127.0.0.1 "
-                   "-c max_connections=300 -c cluster_name=standby1 -c fsync=on -c synchronous_commit=on")
+                   "-c max_connections=300 -c cluster_name=standby1 -c fsync=on -c synchronous_commit=on "
+                   f"-c ssl=on -c ssl_cert_file={self.tls('server.crt')} -c ssl_key_file={self.tls('server.key')} "
+                   f"-c ssl_ca_file={self.tls('ca.pem')}")
         self.pg_ctl("-D", self.standby_dir, "-l", os.path.join(self.standby_dir, "server.log"), "-w", "-t", "60",
                     "-o", options, "start")
         # Synchronous: a commit is acknowledged once the standby has it.
@@ -835,10 +868,12 @@ def test_failover_postgres(binary, log_dir, port, writers=8, before=3.0, after=4
     cluster = Failover(port)
     try:
         admin = cluster.start()
+        replication_ssl = cluster.primary.psql(admin, "SELECT s.ssl FROM pg_stat_replication r "
+                                                      "JOIN pg_stat_ssl s ON s.pid = r.pid")
+        check("failover: the standby replicates over TLS", replication_ssl == "t", replication_ssl)
         db = f"rel_failover_{uuid.uuid4().hex[:8]}"
         cluster.primary.psql(admin, f"CREATE DATABASE {db}")
-        url = (f"postgres://postgres@127.0.0.1:{cluster.port},127.0.0.1:{cluster.standby_port}/{db}"
-               "?target_session_attrs=read-write")
+        url = cluster.both_url(db)
         server = Server(binary, url, log_dir, env={"PREFS_DB_POOL_TIMEOUT": f"{POOL_WAIT:g}s"}, name="failover-pg")
         acked = {}  # writer -> the last value acknowledged
         outcomes = {}  # status (or "no answer") -> count

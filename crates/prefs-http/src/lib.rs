@@ -16,6 +16,7 @@ mod namespaces;
 mod object;
 pub mod openapi;
 mod ops;
+mod query;
 mod records;
 pub mod request_id;
 

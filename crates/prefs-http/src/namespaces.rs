@@ -58,6 +58,12 @@ pub(crate) struct MemberPath {
 #[derive(IntoResponses)]
 #[expect(dead_code, reason = "describes responses in the OpenAPI document; errors are built from `Problem`")]
 enum NamespaceReadErrors {
+    #[response(
+        status = 400,
+        description = "A query parameter given more than once",
+        content_type = "application/vnd.api+json"
+    )]
+    BadRequest(JsonApiErrors),
     #[response(status = 401, description = "No valid token", content_type = "application/vnd.api+json")]
     Unauthorized(JsonApiErrors),
     #[response(
@@ -94,7 +100,7 @@ enum NamespaceReadErrors {
 enum NamespaceBodyErrors {
     #[response(
         status = 400,
-        description = "Malformed JSON, not an object, or an invalid key",
+        description = "Malformed JSON, not an object, an invalid key, or a query parameter given more than once",
         content_type = "application/vnd.api+json"
     )]
     BadRequest(JsonApiErrors),
@@ -153,14 +159,12 @@ fn pattern(path: &str) -> String {
 }
 
 /// The namespace of the path (`global` and malformed ids name no namespace: 404) and the user:
-/// the actor, or `?user_id=` (an integer; anything else names no user).
+/// the actor, or `?user_id=` (an integer; anything else names no user; given twice, 400).
 fn target(client_id: &str, req: &HttpRequest) -> Result<(Namespace, UserRef), Problem> {
     let namespace = ClientId::parse(client_id).map(Namespace::Client).map_err(|_| Problem::NoRoute)?;
-    let user_id =
-        url::form_urlencoded::parse(req.query_string().as_bytes()).find(|(name, _)| name == "user_id");
-    let user = match user_id {
+    let user = match crate::query::single(req.query_string(), &["user_id"])?.remove("user_id") {
         None => UserRef::Me,
-        Some((_, id)) => id.parse().map(|id| UserRef::Id(UserId(id))).map_err(|_| Error::UserNotFound)?,
+        Some(id) => id.parse().map(|id| UserRef::Id(UserId(id))).map_err(|_| Error::UserNotFound)?,
     };
     Ok((namespace, user))
 }

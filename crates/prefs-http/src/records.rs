@@ -311,23 +311,18 @@ impl Page {
     const DEFAULT_LIMIT: usize = 20;
     const MAX_LIMIT: usize = 100;
 
-    fn from_query(query: &str) -> Self {
-        let mut page = Self { limit: Self::DEFAULT_LIMIT, offset: 0, keys: Vec::new() };
-        for (name, value) in url::form_urlencoded::parse(query.as_bytes()) {
-            match &*name {
-                "limit" => {
-                    page.limit = value
-                        .parse()
-                        .ok()
-                        .filter(|l| *l > 0)
-                        .map_or(Self::DEFAULT_LIMIT, |l: usize| l.min(Self::MAX_LIMIT));
-                }
-                "offset" => page.offset = value.parse().unwrap_or(0),
-                "key" | "search" if !value.is_empty() => page.keys.push(value.into_owned()),
-                _ => {}
-            }
-        }
-        page
+    fn from_query(query: &str) -> Result<Self, Problem> {
+        let mut params = crate::query::single(query, &["limit", "offset", "key", "search"])?;
+        let limit = params.get("limit").and_then(|l| l.parse().ok()).filter(|l| *l > 0);
+        Ok(Self {
+            limit: limit.map_or(Self::DEFAULT_LIMIT, |l: usize| l.min(Self::MAX_LIMIT)),
+            offset: params.get("offset").and_then(|o| o.parse().ok()).unwrap_or(0),
+            keys: ["key", "search"]
+                .iter()
+                .filter_map(|name| params.remove(name))
+                .filter(|k| !k.is_empty())
+                .collect(),
+        })
     }
 }
 
@@ -341,6 +336,7 @@ impl Page {
     responses(
         (status = 200, description = "A page", body = RecordPage),
         (status = 304, description = "Not modified (If-None-Match)"),
+        (status = 400, description = "A query parameter given more than once", body = RecordErrors),
         RecordReadErrors),
     security(("bearer" = [])))]
 pub(crate) async fn list(
@@ -350,7 +346,7 @@ pub(crate) async fn list(
     req: HttpRequest,
 ) -> Result<HttpResponse, Failure<Records>> {
     let target = user_ref(&path)?;
-    let page = Page::from_query(req.query_string());
+    let page = Page::from_query(req.query_string())?;
     let all = state.service.namespace(&auth.actor, &target, &Namespace::Global).await?;
     let matching: Vec<&Preference> =
         all.iter().filter(|p| page.keys.iter().all(|k| p.key.as_str() == k)).collect();

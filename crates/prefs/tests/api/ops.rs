@@ -11,7 +11,8 @@ backend_tests!(
     health_and_readiness,
     unknown_routes_are_jsonapi_404s,
     request_ids,
-    authenticated_answers_are_private
+    authenticated_answers_are_private,
+    repeated_query_parameters_are_refused,
 );
 
 async fn health_and_readiness(backend: Backend) {
@@ -77,4 +78,43 @@ async fn authenticated_answers_are_private(backend: Backend) {
     assert_eq!(refused.header("cache-control"), Some("private, no-cache"));
     let health = app.send(Method::GET, "/healthz", None, None, None).await;
     assert_eq!(health.header("cache-control"), None, "answers without credentials are as before");
+}
+
+/// A query parameter prefs reads, given twice, is ambiguous: 400 in the dialect's format, and
+/// nothing is read or written for it (before, the first value won silently).
+async fn repeated_query_parameters_are_refused(backend: Backend) {
+    let app = spawn(backend).await;
+    let alice = token("alice", &[]);
+    let created = app
+        .json(
+            Method::POST,
+            "/api/v2/user/me/preference/",
+            &alice,
+            "application/json",
+            &json!({"key": "k", "value": 1}),
+        )
+        .await;
+    assert_eq!(created.status, StatusCode::CREATED);
+    let alice_id = created.json()["user_id"].as_i64().unwrap();
+    for (query, field) in
+        [("key=k&key=x", "key"), ("limit=1&limit=2", "limit"), ("offset=0&offset=1", "offset")]
+    {
+        let reply = app.get(&format!("/api/v2/user/me/preference/?{query}"), &alice).await;
+        assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{query}");
+        let error = &reply.json()["errors"][0];
+        assert_eq!(error["field"], field, "{query}: {}", reply.text);
+        assert_eq!(error["messages"][0]["code"], "ambiguous", "{query}");
+    }
+    let both = app.get("/api/v2/user/me/preference/?key=k&search=k&other=1&other=2", &alice).await;
+    assert_eq!(both.json()["count"], 1, "different parameters, and ones prefs does not read, are fine");
+    let scoped = crate::helpers::sign(
+        &json!({"sub": "sub-ada", "preferred_username": "ada", "roles": ["admin"],
+        "scope": "user:preferences:read user:preferences:write", "client_id": "app", "exp": crate::helpers::now() + 600}),
+    );
+    let path = format!("/preferences/app?user_id={alice_id}&user_id=999");
+    let reply = app.json(Method::PUT, &path, &scoped, "application/json", &json!({"theme": "dark"})).await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{}", reply.text);
+    assert_eq!(reply.json()["errors"][0]["code"], "invalid-value");
+    let unchanged = app.get(&format!("/preferences/app?user_id={alice_id}"), &scoped).await;
+    assert_eq!(unchanged.json(), json!({}), "nothing was written");
 }
