@@ -32,7 +32,9 @@ def check(name, condition, detail=""):
         results["passed"] += 1
     else:
         results["failed"] += 1
-        print(f"FAIL {name} {detail}"[:2000], flush=True)
+        line = f"FAIL {name} {detail}"
+        # A long detail (a traceback, a server log) keeps its start and its end, where the cause is.
+        print(line if len(line) <= 4000 else f"{line[:1500]} [...] {line[-2500:]}", flush=True)
     return condition
 
 

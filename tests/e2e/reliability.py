@@ -24,7 +24,9 @@ kills them, stops their database, locks it, starves their pool and drips bytes a
   stays bounded (the server runs under a 1 GiB address-space cap), SIGTERM still exits 0.
 
 PostgreSQL runs in a private throwaway cluster (`tests/postgres.sh` with PREFS_PG_PORT, default
-55442, never the shared 55432/55433 ones, PREFS_PG_FSYNC=on and PREFS_PG_TLS=1: TLS only, pg_hba
+25442, below the kernel's range of ephemeral ports so that no client socket of the tests can hold it
+when a cluster starts mid-run; never the shared 55432/55433 ones; PREFS_PG_FSYNC=on and
+PREFS_PG_TLS=1: TLS only, pg_hba
 `hostssl`, every URL with `sslmode=verify-full&sslrootcert=...`), halted and restarted by the
 outage test and removed at the end.
 Talks to 127.0.0.1 only; every loop is bounded in count and time; every request has a timeout.
@@ -32,7 +34,7 @@ Talks to 127.0.0.1 only; every loop is bounded in count and time; every request 
 usage: reliability.py PATH_TO_PREFS [--only NAME[,NAME...]] [--no-postgres] [--keep]
        (NAME: crash, graceful, lost, pool, outage, two, failover, slowloris, damaged; --keep keeps databases
        and logs)
-env:   PREFS_RELIABILITY_PG_PORT (default 55442), PREFS_RELIABILITY_SEED (random seed, printed)
+env:   PREFS_RELIABILITY_PG_PORT (default 25442), PREFS_RELIABILITY_SEED (random seed, printed)
 Ends with one line `N passed, N failed`; exits 1 if anything failed.
 """
 
@@ -1668,7 +1670,7 @@ def main():
         try:
             backends = [sqlite]
             if not args.no_postgres:
-                pg = Postgres(int(os.environ.get("PREFS_RELIABILITY_PG_PORT", "55442")))
+                pg = Postgres(int(os.environ.get("PREFS_RELIABILITY_PG_PORT", "25442")))
                 timed("postgres cluster start", pg.start)
                 if pg.admin:
                     backends.append(pg)
@@ -1692,7 +1694,7 @@ def main():
             if wanted("two") and pg and pg.admin:
                 timed("two instances postgres", test_two_instances, binary, pg, directory)
             if wanted("failover") and not args.no_postgres:
-                failover_port = int(os.environ.get("PREFS_RELIABILITY_PG_PORT", "55442")) + 20
+                failover_port = int(os.environ.get("PREFS_RELIABILITY_PG_PORT", "25442")) + 20
                 timed("failover postgres", test_failover_postgres, binary, directory, failover_port)
             if wanted("slowloris"):
                 timed("slowloris", test_slowloris, binary, sqlite, directory)
