@@ -8,9 +8,11 @@
 #
 # Two checks, over every tracked text file but this script and the Cargo lock files:
 #
-# 1. Names that only exist outside the repository: `../shared`, `/work/shared`, `/work/main`,
-#    `shared/data`, `shared/SPEC` (and the other documents of that folder), and citations of the
-#    outside contract document (`SPEC` as a word, `spec_1` in a name). The contract is
+# 1. Names that only exist outside the repository: the folder of shared material that build
+#    machines keep beside the checkout (by relative path, by absolute path, or by its documents'
+#    names), the build machines' own checkout paths, and citations of an outside contract document
+#    (the word for it in capitals, or a numbered `spec_` name). The patterns below spell these with
+#    a character class, so that this script names no outside path itself. The contract is
 #    docs/contract.md: cite its sections as `docs/contract.md §3.1`.
 #
 # 2. Relative paths that climb above the repository root. Every token of a line that holds a `..`
@@ -51,9 +53,9 @@ failed=0
 # 1. Names from outside the repository.
 word='(^|[^A-Za-z0-9_])'
 outside_names=$(search -E \
-    -e '\.\./shared' \
-    -e '/work/(shared|main)' \
-    -e "${word}shared/(data|hooks|SPEC|STACK|STYLE|TESTING)" \
+    -e '\.\./[s]hared' \
+    -e '/work/([s]hared|[m]ain)' \
+    -e "${word}[s]hared/(data|hooks|SPEC|STACK|STYLE|TESTING)" \
     -e "${word}SPEC(\$|[^A-Za-z0-9_])" \
     -e "${word}[Ss]pec_[0-9]")
 if [[ -n $outside_names ]]; then

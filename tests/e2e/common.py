@@ -10,6 +10,7 @@ import signal
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 import urllib.parse
 import uuid
@@ -21,6 +22,12 @@ SECRET = "e2e-secret-that-is-long-enough-for-hs256!"
 TIMEOUT = (3, 20)  # connect, read: no request may hang a suite
 MERGE = "application/merge-patch+json"
 RW = ("user:preferences:read", "user:preferences:write")
+
+# Headless Chromium as root, with nothing that reaches outside this machine.
+CHROMIUM_ARGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]
 
 results = {"passed": 0, "failed": 0}
 servers_started = []  # every prefs process, so a suite can kill them all whatever happens
@@ -156,3 +163,18 @@ def scratch_postgres(admin_url, prefix="prefs_e2e"):
         yield urllib.parse.urlunsplit(parts._replace(path=f"/{name}"))
     finally:
         subprocess.run(["psql", admin_url, "-qc", f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"], timeout=60)
+
+
+def watchdog(seconds):
+    """Ends the run (a failure) after `seconds`, whatever hangs: the servers are killed and the
+    closing line printed."""
+    def fire():
+        print(f"FAIL the run took longer than {seconds} s", flush=True)
+        results["failed"] += 1
+        for child in servers_started:
+            child.kill()
+        finish()
+        os._exit(1)  # the Playwright driver sees its pipe close and kills the browser
+    timer = threading.Timer(seconds, fire)
+    timer.daemon = True
+    timer.start()

@@ -15,7 +15,6 @@ import os
 import shutil
 import sys
 import tempfile
-import threading
 import time
 import traceback
 from urllib.parse import urlsplit
@@ -23,16 +22,12 @@ from urllib.parse import urlsplit
 import requests
 from playwright.sync_api import sync_playwright
 
-from common import Server, check, finish, results, servers_started, token
+from common import CHROMIUM_ARGS, Server, check, finish, results, token, watchdog
 
 USER = "docsuser"
 TIMEOUT_MS = 15_000  # any single browser wait
 DEADLINE = 110  # the whole run, in seconds
 HTTP_METHODS = ("get", "put", "post", "delete", "patch", "head", "options", "trace")
-CHROMIUM_ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-]
 def normalize(text):
     return " ".join((text or "").split())
 
@@ -213,19 +208,6 @@ def run(binary, chromium, screenshot):
             if results["failed"]:
                 print("--- prefs log (tail) ---\n" + server.log_tail(40), flush=True)
         shutil.rmtree(tmp, ignore_errors=True)
-
-
-def watchdog(seconds):
-    def fire():
-        print(f"FAIL the run took longer than {seconds} s", flush=True)
-        results["failed"] += 1
-        for child in servers_started:
-            child.kill()
-        finish()
-        os._exit(1)  # the Playwright driver sees its pipe close and kills the browser
-    timer = threading.Timer(seconds, fire)
-    timer.daemon = True
-    timer.start()
 
 
 def main():

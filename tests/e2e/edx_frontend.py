@@ -34,17 +34,13 @@ from urllib.parse import urlsplit
 import requests
 from playwright.sync_api import sync_playwright
 
-from common import Server, check, finish, free_port, results, servers_started, token
+from common import CHROMIUM_ARGS, Server, check, finish, free_port, results, token, watchdog
 
 USER = "mfeuser"
 HERE = os.path.dirname(os.path.abspath(__file__))
 PAGE_DIR = os.path.join(HERE, "edx_frontend")
 TIMEOUT_MS = 15_000  # any single browser wait
 DEADLINE = 110  # the whole run, in seconds
-CHROMIUM_ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-]
 
 
 class PageServer:
@@ -224,19 +220,6 @@ def run(binary, chromium):
             if results["failed"]:
                 print("--- prefs log (tail) ---\n" + server.log_tail(40), flush=True)
         shutil.rmtree(tmp, ignore_errors=True)
-
-
-def watchdog(seconds):
-    def fire():
-        print(f"FAIL the run took longer than {seconds} s", flush=True)
-        results["failed"] += 1
-        for child in servers_started:
-            child.kill()
-        finish()
-        os._exit(1)  # the Playwright driver sees its pipe close and kills the browser
-    timer = threading.Timer(seconds, fire)
-    timer.daemon = True
-    timer.start()
 
 
 def main():

@@ -65,11 +65,7 @@ impl Python {
     /// (Python would make it `inf`; prefs refuses it, as every dialect does) or an integer of more
     /// digits than Python converts, a lone surrogate escape, or nests too deeply.
     pub fn from_json(text: &str) -> Result<Self, NotJson> {
-        let mut parser = Parser { text, at: 0 };
-        parser.whitespace();
-        let value = parser.value(0)?;
-        parser.whitespace();
-        if parser.at == text.len() { Ok(value) } else { Err(NotJson("trailing characters after the value")) }
+        Parser::read(text)
     }
 
     /// What Python's `str()` gives: a string is itself, anything else its `repr()`.
@@ -130,11 +126,97 @@ impl Python {
 /// [`NotJson`] when `text` is not one JSON value, holds a lone surrogate escape or nests too
 /// deeply. Numbers out of `f64`'s range are not refused here ([`crate::out_of_range_number`]).
 pub fn parse_exact(text: &str) -> Result<Value, NotJson> {
-    let mut parser = Parser { text, at: 0 };
-    parser.whitespace();
-    let value = parser.exact(0)?;
-    parser.whitespace();
-    if parser.at == text.len() { Ok(value) } else { Err(NotJson("trailing characters after the value")) }
+    Parser::read(text)
+}
+
+/// A tree [`Parser`] builds, one JSON token at a time: one reader serves both [`Python`] values
+/// and exact [`Value`]s.
+trait Tree: Sized {
+    fn null() -> Self;
+    fn bool(value: bool) -> Self;
+    /// A number from its text; `float` when it has a fraction or an exponent.
+    fn number(token: &str, float: bool) -> Result<Self, NotJson>;
+    fn string(value: String) -> Self;
+    fn array(items: Vec<Self>) -> Self;
+    /// An object from its members in order, a name possibly repeated.
+    fn object(members: Vec<(String, Self)>) -> Self;
+}
+
+impl Tree for Python {
+    fn null() -> Self {
+        Self::None
+    }
+
+    fn bool(value: bool) -> Self {
+        Self::Bool(value)
+    }
+
+    fn number(token: &str, float: bool) -> Result<Self, NotJson> {
+        let integer = token.trim_start_matches('-');
+        if float {
+            match token.parse::<f64>() {
+                Ok(f) if f.is_finite() => Ok(Self::Float(f)),
+                _ => Err(NotJson("a number out of range")),
+            }
+        } else if integer.len() > MAX_INT_DIGITS {
+            Err(NotJson("an integer of more digits than Python converts"))
+        } else if integer.bytes().all(|b| b == b'0') {
+            Ok(Self::Int("0".to_owned()))
+        } else {
+            Ok(Self::Int(token.to_owned()))
+        }
+    }
+
+    fn string(value: String) -> Self {
+        Self::Str(value)
+    }
+
+    fn array(items: Vec<Self>) -> Self {
+        Self::List(items)
+    }
+
+    /// As a `dict`: a repeated name keeps its first place and takes its last value.
+    fn object(members: Vec<(String, Self)>) -> Self {
+        let mut dict: Vec<(String, Self)> = Vec::with_capacity(members.len());
+        let mut places: HashMap<String, usize> = HashMap::new();
+        for (name, value) in members {
+            match places.get(&name) {
+                Some(&place) => dict[place].1 = value,
+                None => {
+                    places.insert(name.clone(), dict.len());
+                    dict.push((name, value));
+                }
+            }
+        }
+        Self::Dict(dict)
+    }
+}
+
+impl Tree for Value {
+    fn null() -> Self {
+        Self::Null
+    }
+
+    fn bool(value: bool) -> Self {
+        Self::Bool(value)
+    }
+
+    fn number(token: &str, _float: bool) -> Result<Self, NotJson> {
+        Ok(Self::Number(serde_json::Number::from_string_unchecked(token.to_owned())))
+    }
+
+    fn string(value: String) -> Self {
+        Self::String(value)
+    }
+
+    fn array(items: Vec<Self>) -> Self {
+        Self::Array(items)
+    }
+
+    /// A repeated name takes its last value, as serde_json does.
+    fn object(members: Vec<(String, Self)>) -> Self {
+        Self::Object(members.into_iter().collect::<Map<_, _>>())
+    }
 }
 
 /// `repr(f)` for a finite float: the shortest digits that read back as `f`, in positional
@@ -228,7 +310,7 @@ fn is_printable(c: char) -> bool {
     !matches!(c.general_category_group(), GeneralCategoryGroup::Other | GeneralCategoryGroup::Separator)
 }
 
-/// A recursive-descent reader of JSON text into [`Python`] values.
+/// A recursive-descent reader of JSON text into a [`Tree`].
 struct Parser<'a> {
     text: &'a str,
     at: usize,
@@ -263,7 +345,7 @@ impl Parser<'_> {
         self.at - start
     }
 
-    fn literal(&mut self, word: &str, value: Python) -> Result<Python, NotJson> {
+    fn literal<T>(&mut self, word: &str, value: T) -> Result<T, NotJson> {
         if self.text[self.at..].starts_with(word) {
             self.at += word.len();
             Ok(value)
@@ -272,16 +354,28 @@ impl Parser<'_> {
         }
     }
 
-    fn value(&mut self, depth: usize) -> Result<Python, NotJson> {
+    /// The one value `text` holds, whitespace around it allowed.
+    fn read<T: Tree>(text: &str) -> Result<T, NotJson> {
+        let mut parser = Parser { text, at: 0 };
+        parser.whitespace();
+        let value = parser.value(0)?;
+        parser.whitespace();
+        if parser.at == text.len() { Ok(value) } else { Err(NotJson("trailing characters after the value")) }
+    }
+
+    fn value<T: Tree>(&mut self, depth: usize) -> Result<T, NotJson> {
         if depth > MAX_NESTING {
             return Err(NotJson("too deeply nested"));
         }
         match self.peek() {
-            Some(b'n') => self.literal("null", Python::None),
-            Some(b't') => self.literal("true", Python::Bool(true)),
-            Some(b'f') => self.literal("false", Python::Bool(false)),
-            Some(b'"') => self.string().map(Python::Str),
-            Some(b'-' | b'0'..=b'9') => self.number(),
+            Some(b'n') => self.literal("null", T::null()),
+            Some(b't') => self.literal("true", T::bool(true)),
+            Some(b'f') => self.literal("false", T::bool(false)),
+            Some(b'"') => self.string().map(T::string),
+            Some(b'-' | b'0'..=b'9') => {
+                let (token, float) = self.number_token()?;
+                T::number(token, float)
+            }
             Some(b'[') => {
                 self.at += 1;
                 let mut items = Vec::new();
@@ -297,12 +391,11 @@ impl Parser<'_> {
                         self.expect(b',', "expected `,` or `]`")?;
                     }
                 }
-                Ok(Python::List(items))
+                Ok(T::array(items))
             }
             Some(b'{') => {
                 self.at += 1;
-                let mut members: Vec<(String, Python)> = Vec::new();
-                let mut places: HashMap<String, usize> = HashMap::new();
+                let mut members = Vec::new();
                 self.whitespace();
                 if !self.eat(b'}') {
                     loop {
@@ -314,14 +407,7 @@ impl Parser<'_> {
                         self.whitespace();
                         self.expect(b':', "expected `:`")?;
                         self.whitespace();
-                        let value = self.value(depth + 1)?;
-                        match places.get(&name) {
-                            Some(&place) => members[place].1 = value,
-                            None => {
-                                places.insert(name.clone(), members.len());
-                                members.push((name, value));
-                            }
-                        }
+                        members.push((name, self.value(depth + 1)?));
                         self.whitespace();
                         if self.eat(b'}') {
                             break;
@@ -329,26 +415,9 @@ impl Parser<'_> {
                         self.expect(b',', "expected `,` or `}`")?;
                     }
                 }
-                Ok(Python::Dict(members))
+                Ok(T::object(members))
             }
             _ => Err(NotJson("expected a value")),
-        }
-    }
-
-    fn number(&mut self) -> Result<Python, NotJson> {
-        let (token, float) = self.number_token()?;
-        let integer = token.trim_start_matches('-');
-        if float {
-            match token.parse::<f64>() {
-                Ok(f) if f.is_finite() => Ok(Python::Float(f)),
-                _ => Err(NotJson("a number out of range")),
-            }
-        } else if integer.len() > MAX_INT_DIGITS {
-            Err(NotJson("an integer of more digits than Python converts"))
-        } else if integer.bytes().all(|b| b == b'0') {
-            Ok(Python::Int("0".to_owned()))
-        } else {
-            Ok(Python::Int(token.to_owned()))
         }
     }
 
@@ -380,67 +449,6 @@ impl Parser<'_> {
             }
         }
         Ok((&self.text[start..self.at], float))
-    }
-
-    /// Reads one value as a [`Value`] whose numbers keep their text exactly as written.
-    fn exact(&mut self, depth: usize) -> Result<Value, NotJson> {
-        if depth > MAX_NESTING {
-            return Err(NotJson("too deeply nested"));
-        }
-        let literal =
-            |parser: &mut Self, word: &str, value: Value| parser.literal(word, Python::None).map(|_| value);
-        match self.peek() {
-            Some(b'n') => literal(self, "null", Value::Null),
-            Some(b't') => literal(self, "true", Value::Bool(true)),
-            Some(b'f') => literal(self, "false", Value::Bool(false)),
-            Some(b'"') => self.string().map(Value::String),
-            Some(b'-' | b'0'..=b'9') => {
-                let (token, _) = self.number_token()?;
-                Ok(Value::Number(serde_json::Number::from_string_unchecked(token.to_owned())))
-            }
-            Some(b'[') => {
-                self.at += 1;
-                let mut items = Vec::new();
-                self.whitespace();
-                if !self.eat(b']') {
-                    loop {
-                        self.whitespace();
-                        items.push(self.exact(depth + 1)?);
-                        self.whitespace();
-                        if self.eat(b']') {
-                            break;
-                        }
-                        self.expect(b',', "expected `,` or `]`")?;
-                    }
-                }
-                Ok(Value::Array(items))
-            }
-            Some(b'{') => {
-                self.at += 1;
-                let mut members = Map::new();
-                self.whitespace();
-                if !self.eat(b'}') {
-                    loop {
-                        self.whitespace();
-                        if self.peek() != Some(b'"') {
-                            return Err(NotJson("expected a member name"));
-                        }
-                        let name = self.string()?;
-                        self.whitespace();
-                        self.expect(b':', "expected `:`")?;
-                        self.whitespace();
-                        members.insert(name, self.exact(depth + 1)?);
-                        self.whitespace();
-                        if self.eat(b'}') {
-                            break;
-                        }
-                        self.expect(b',', "expected `,` or `}`")?;
-                    }
-                }
-                Ok(Value::Object(members))
-            }
-            _ => Err(NotJson("expected a value")),
-        }
     }
 
     fn hex4(&mut self) -> Result<u32, NotJson> {

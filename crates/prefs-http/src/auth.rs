@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 
 pub use claims::{ClaimMap, ClaimPath, claim_list, value_list};
 pub use keyring::{KeySources, Secret};
-pub use keys::{ALGORITHMS, KeyError, MIN_SECRET_BYTES, parse_algorithm};
+pub use keys::{KeyError, MIN_SECRET_BYTES, parse_algorithm};
 pub use verify::{JwtConfig, LEEWAY_SECONDS, Rejection, TOKEN_CACHE_BYTES, Verifier};
 
 use crate::AppState;

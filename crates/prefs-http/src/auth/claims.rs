@@ -5,7 +5,7 @@
 use std::collections::BTreeSet;
 
 use prefs_domain::{ClientId, Principal, UserId, Username, validate_subject};
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 /// One claim: a top-level name, or a JSON Pointer (RFC 6901) into the claims when it starts
 /// with `/` (`/realm_access/roles`, `/https:~1~1example.com~1roles`).
@@ -91,8 +91,7 @@ impl ClaimMap {
     /// # Errors
     /// A reason for a 401 when `sub` is not a non-empty string of at most 255 bytes, or no
     /// username claim holds a usable username.
-    pub fn principal(&self, claims: &Map<String, Value>) -> Result<Principal, String> {
-        let claims = Value::Object(claims.clone());
+    pub fn principal(&self, claims: &Value) -> Result<Principal, String> {
         let subject = match claims.get("sub") {
             Some(Value::String(sub)) => sub.clone(),
             _ => return Err("the token's `sub` is not a string".into()),
@@ -101,23 +100,23 @@ impl ClaimMap {
         let username = self
             .username
             .iter()
-            .find_map(|path| match path.find(&claims) {
+            .find_map(|path| match path.find(claims) {
                 Some(Value::String(name)) => Username::parse(name)
                     .inspect_err(|e| tracing::debug!(claim = path.0, "unusable username: {e}"))
                     .ok(),
                 _ => None,
             })
             .ok_or("the token names no usable username (at most 255 bytes, no control characters)")?;
-        let roles = self.roles(&claims);
+        let roles = self.roles(claims);
         let has = |granting: &[String]| granting.iter().any(|r| roles.contains(r));
         Ok(Principal {
             staff: has(&self.staff_roles),
             admin: has(&self.admin_roles),
             subject,
             username,
-            scopes: self.scopes(&claims),
-            client_id: self.client(&claims),
-            provider_id: self.user_id(&claims),
+            scopes: self.scopes(claims),
+            client_id: self.client(claims),
+            provider_id: self.user_id(claims),
         })
     }
 
@@ -200,7 +199,7 @@ mod tests {
     use super::*;
 
     fn principal(map: &ClaimMap, claims: Value) -> Result<Principal, String> {
-        map.principal(claims.as_object().unwrap())
+        map.principal(&claims)
     }
 
     #[test]

@@ -206,11 +206,7 @@ impl Refresher {
             next: Instant::now(),
             failures: 0,
         });
-        let algorithms = if sources.algorithms.is_empty() {
-            keys::ALGORITHMS.to_vec()
-        } else {
-            sources.algorithms.clone()
-        };
+        let algorithms = sources.algorithms.clone();
         Ok(Self { algorithms, fixed, files, remote })
     }
 

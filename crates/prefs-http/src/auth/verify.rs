@@ -7,7 +7,7 @@ use std::sync::Arc;
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, Validation};
 use prefs_domain::Principal;
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use super::claims::ClaimMap;
 use super::keyring::{KeyRing, KeySources, Secret};
@@ -66,9 +66,9 @@ impl From<&str> for Rejection {
 }
 
 /// The keys a token may be checked against.
-enum Candidates {
+enum Candidates<'k> {
     /// These.
-    Keys(Vec<Key>),
+    Keys(Vec<&'k Key>),
     /// None: the token names a key (`kid`) no key has, and no key without an id fits.
     UnknownKid,
     /// None: no key the token may name verifies its algorithm.
@@ -196,11 +196,14 @@ impl Verifier {
                 "the token marks header parameters as critical (`crit`) that prefs does not support".into()
             );
         }
-        let mut keys = self.candidates(header.alg, header.kid.as_deref());
-        if let (Candidates::UnknownKid, Some(_)) = (&keys, &header.kid)
+        let (all, fresh);
+        all = self.ring.keys();
+        let mut keys = candidates(&all, header.alg, header.kid.as_deref());
+        if let Candidates::UnknownKid = keys
             && self.ring.refresh_for_unknown_key().await
         {
-            keys = self.candidates(header.alg, header.kid.as_deref());
+            fresh = self.ring.keys();
+            keys = candidates(&fresh, header.alg, header.kid.as_deref());
         }
         let keys = match keys {
             Candidates::Keys(keys) => keys,
@@ -229,43 +232,13 @@ impl Verifier {
         Ok(principal)
     }
 
-    /// The keys a token signed with `algorithm` is checked against: the keys its `kid` names, or
-    /// when no key has that id, the keys without an id of their own (a secret, PEM keys); with
-    /// no `kid`, every key of the algorithm's type. Header fields such as `jku`, `x5u`, `jwk` or
-    /// `x5c` never choose a key.
-    fn candidates(&self, algorithm: Algorithm, kid: Option<&str>) -> Candidates {
-        let all = self.ring.keys();
-        let named: Vec<&Key> = match kid {
-            Some(kid) => all.iter().filter(|k| k.kid.as_deref() == Some(kid)).collect(),
-            None => Vec::new(),
-        };
-        let unnamed = kid.is_some() && named.is_empty();
-        let pool: Vec<&Key> = match kid {
-            Some(_) if unnamed => all.iter().filter(|k| k.kid.is_none()).collect(),
-            Some(_) => named,
-            None => all.iter().collect(),
-        };
-        let keys: Vec<Key> =
-            pool.into_iter().filter(|k| k.algorithms.contains(&algorithm)).cloned().collect();
-        match keys.is_empty() {
-            false => Candidates::Keys(keys),
-            true if unnamed => Candidates::UnknownKid,
-            true => Candidates::WrongAlgorithm,
-        }
-    }
-
     /// Checks the signature with each of `keys` until one verifies, then the claims.
-    fn check(
-        &self,
-        token: &str,
-        algorithm: Algorithm,
-        keys: &[Key],
-    ) -> Result<Map<String, Value>, Rejection> {
+    fn check(&self, token: &str, algorithm: Algorithm, keys: &[&Key]) -> Result<Value, Rejection> {
         let mut validation = self.validation.clone();
         validation.algorithms = vec![algorithm];
         let mut last = ErrorKind::InvalidSignature;
         for key in keys {
-            match jsonwebtoken::decode::<Map<String, Value>>(token, &key.decoding, &validation) {
+            match jsonwebtoken::decode::<Value>(token, &key.decoding, &validation) {
                 Ok(data) => return Ok(data.claims),
                 Err(e)
                     if matches!(
@@ -283,6 +256,28 @@ impl Verifier {
             }
         }
         Err(plain(&last).into())
+    }
+}
+
+/// The keys of `all` a token signed with `algorithm` is checked against: the keys its `kid`
+/// names, or when no key has that id, the keys without an id of their own (a secret, PEM keys);
+/// with no `kid`, every key of the algorithm's type. Header fields such as `jku`, `x5u`, `jwk` or
+/// `x5c` never choose a key.
+fn candidates<'k>(all: &'k [Key], algorithm: Algorithm, kid: Option<&str>) -> Candidates<'k> {
+    let known = kid.is_none_or(|kid| all.iter().any(|k| k.kid.as_deref() == Some(kid)));
+    let keys: Vec<&Key> = all
+        .iter()
+        .filter(|k| match kid {
+            Some(_) if known => k.kid.as_deref() == kid,
+            Some(_) => k.kid.is_none(),
+            None => true,
+        })
+        .filter(|k| k.algorithms.contains(&algorithm))
+        .collect();
+    match (keys.is_empty(), known) {
+        (false, _) => Candidates::Keys(keys),
+        (true, false) => Candidates::UnknownKid,
+        (true, true) => Candidates::WrongAlgorithm,
     }
 }
 
