@@ -19,6 +19,7 @@ mod ops;
 mod query;
 mod records;
 pub mod request_id;
+pub mod traffic;
 
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceFactory, ServiceRequest, ServiceResponse};
@@ -33,6 +34,7 @@ pub use browser::{BrowserConfig, BrowserConfigError, SameSite};
 use error::{Dialect, Failure, Problem};
 pub use metrics::{Metrics, PoolStats};
 pub use openapi::ApiDoc;
+pub use traffic::Traffic;
 
 /// What every request handler shares.
 pub struct AppState {
@@ -44,6 +46,8 @@ pub struct AppState {
     pub metrics: Metrics,
     /// What pages in a browser get: CORS, JWT cookies, CSRF.
     pub browser: BrowserConfig,
+    /// Deadlines, rate limits, trusted proxies.
+    pub traffic: Traffic,
 }
 
 /// Every resource the application serves, with the methods it answers (`Allow`). The OpenAPI

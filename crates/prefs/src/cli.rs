@@ -7,7 +7,7 @@ use anyhow::bail;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use prefs_domain::Limits;
 use prefs_http::auth::{ClaimMap, KeySources, Secret, claim_list, parse_algorithm, value_list};
-use prefs_http::{BrowserConfig, Claims, JwtConfig, SameSite};
+use prefs_http::{BrowserConfig, Claims, JwtConfig, SameSite, Traffic};
 use prefs_storage::{SqliteSynchronous, StoreConfig};
 
 use crate::Settings;
@@ -128,6 +128,23 @@ pub struct ServeArgs {
     /// Browser clients: CORS, Open edX's JWT cookies, CSRF.
     #[command(flatten)]
     pub browser: BrowserArgs,
+    /// Deadlines, rate limits, trusted proxies.
+    #[command(flatten)]
+    pub traffic: TrafficArgs,
+}
+
+/// How prefs meets the traffic it gets: deadlines, rate limits, trusted proxies.
+#[derive(Debug, Clone, Args)]
+pub struct TrafficArgs {}
+
+impl TrafficArgs {
+    /// The HTTP adapter's configuration.
+    ///
+    /// # Errors
+    /// When a value does not parse.
+    pub fn config(&self) -> anyhow::Result<Traffic> {
+        Ok(Traffic::default())
+    }
 }
 
 /// Browser clients (Open edX micro-frontends and other pages).
@@ -425,6 +442,7 @@ impl ServeArgs {
             },
             workers: self.workers,
             browser: self.browser.config(),
+            traffic: self.traffic.config()?,
         };
         Ok((settings, dev_secret))
     }

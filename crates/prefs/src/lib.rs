@@ -11,7 +11,7 @@ use std::sync::Arc;
 use actix_web::{HttpServer, dev::Server, web};
 use anyhow::Context;
 use prefs_domain::{Limits, PreferenceService};
-use prefs_http::{AppState, BrowserConfig, JwtConfig, Metrics, PoolStats, Verifier};
+use prefs_http::{AppState, BrowserConfig, JwtConfig, Metrics, PoolStats, Traffic, Verifier};
 use prefs_storage::{DieselStore, StoreConfig};
 
 /// Everything `prefs serve` needs.
@@ -31,6 +31,8 @@ pub struct Settings {
     pub workers: Option<usize>,
     /// What pages in a browser get: CORS, Open edX's JWT cookies, CSRF.
     pub browser: BrowserConfig,
+    /// Deadlines, rate limits, trusted proxies.
+    pub traffic: Traffic,
 }
 
 /// A bound, ready-to-run server.
@@ -76,6 +78,7 @@ impl Application {
             verifier,
             metrics,
             browser: settings.browser.clone(),
+            traffic: settings.traffic.clone(),
         });
         let listener =
             TcpListener::bind(&settings.bind).with_context(|| format!("binding {}", settings.bind))?;

@@ -4,7 +4,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use prefs::{Application, Settings};
 use prefs_domain::Limits;
-use prefs_http::{BrowserConfig, JwtConfig};
+use prefs_http::{BrowserConfig, JwtConfig, Traffic};
 use prefs_storage::Backend;
 use prefs_storage::testing::Scratch;
 use reqwest::{Method, StatusCode, header};
@@ -95,6 +95,23 @@ pub async fn spawn_settings(
     jwt: JwtConfig,
     browser: BrowserConfig,
 ) -> TestApp {
+    spawn_all(backend, limits, jwt, browser, Traffic::default()).await
+}
+
+/// Starts a server on a fresh database of `backend` meeting traffic as `traffic` says.
+pub async fn spawn_traffic(backend: Backend, traffic: Traffic) -> TestApp {
+    spawn_all(backend, Limits::default(), JwtConfig::with_secret(SECRET), BrowserConfig::default(), traffic)
+        .await
+}
+
+/// Starts a server on a fresh database of `backend` with every setting given.
+pub async fn spawn_all(
+    backend: Backend,
+    limits: Limits,
+    jwt: JwtConfig,
+    browser: BrowserConfig,
+    traffic: Traffic,
+) -> TestApp {
     let database = prefs_storage::testing::scratch(backend).await;
     let settings = Settings {
         bind: "127.0.0.1:0".into(),
@@ -104,6 +121,7 @@ pub async fn spawn_settings(
         limits,
         workers: Some(2),
         browser,
+        traffic,
     };
     let app = Application::build(settings).await.expect("the application builds");
     let base = format!("http://127.0.0.1:{}", app.port());
