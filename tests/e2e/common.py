@@ -71,10 +71,14 @@ def free_port():
 class Server:
     """One `prefs serve` process; its log goes to a file (a pipe could fill up and block it)."""
 
-    def __init__(self, binary, database_url, log_dir=None, env=None, name="prefs"):
+    def __init__(self, binary, database_url, log_dir=None, env=None, name="prefs", rate_limits=False):
+        """`rate_limits`: keep prefs' default rate limits; by default they are off, since the suites
+        send many requests and sign up many users from one address on purpose."""
         self.binary, self.database_url, self.name = binary, database_url, name
         self.log_dir = log_dir or tempfile.mkdtemp(prefix="prefs-log-")
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("PREFS_") and k != "DATABASE_URL"}
+        if not rate_limits:
+            self.env.update({f"PREFS_RATE_LIMIT_{limit}": "off" for limit in ("USER", "ADDRESS", "SIGNUPS")})
         self.env.update({"PREFS_JWT_SECRET": SECRET, "RUST_LOG": "warn", "NO_COLOR": "1", **(env or {})})
         self.process = None
         self.start()

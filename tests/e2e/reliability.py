@@ -19,6 +19,9 @@ kills them, stops their database, locks it, starves their pool and drips bytes a
   restart, and every acknowledged write is on the new primary (clusters of its own, on
   PREFS_RELIABILITY_PG_PORT + 20 and + 21, clear of the bench's 55452; both TLS only, the standby
   replicating over TLS too);
+- hostile traffic (tests/e2e/hostile.py): slow bodies, clients that never read, made-up methods,
+  floods of new subjects and bad tokens, a full namespace, all at once against the default
+  deadlines and rate limits, while a well-behaved client keeps its p99 under 100 ms;
 - a damaged SQLite file: a page of `preferences`, or of `users`, overwritten with garbage; every
   read and write that meets it is a clean 500 (501 in the namespace dialect) within 1 s, memory
   stays bounded (the server runs under a 1 GiB address-space cap), SIGTERM still exits 0.
@@ -32,7 +35,7 @@ outage test and removed at the end.
 Talks to 127.0.0.1 only; every loop is bounded in count and time; every request has a timeout.
 
 usage: reliability.py PATH_TO_PREFS [--only NAME[,NAME...]] [--no-postgres] [--keep]
-       (NAME: crash, graceful, lost, pool, outage, two, failover, slowloris, damaged; --keep keeps databases
+       (NAME: crash, graceful, lost, pool, outage, two, failover, slowloris, damaged, hostile; --keep keeps databases
        and logs)
 env:   PREFS_RELIABILITY_PG_PORT (default 25442), PREFS_RELIABILITY_SEED (random seed, printed)
 Ends with one line `N passed, N failed`; exits 1 if anything failed.
@@ -60,6 +63,7 @@ import uuid
 import requests
 
 from common import MERGE, RW, TIMEOUT, Server, check, results, send, servers_started, token
+from hostile import test_hostile
 
 JSONAPI = "application/vnd.api+json"
 POOL_WAIT = 2.0  # PREFS_DB_POOL_TIMEOUT of the servers that meet a fault, in seconds
@@ -1649,7 +1653,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("binary")
     parser.add_argument("--only", default="", help="comma-separated test names (crash, graceful, outage, lost, "
-                                                   "two, failover, pool, slowloris, damaged)")
+                                                   "two, failover, pool, slowloris, damaged, hostile)")
     parser.add_argument("--no-postgres", action="store_true")
     parser.add_argument("--keep", action="store_true", help="keep the databases and server logs (path printed)")
     args = parser.parse_args()
@@ -1700,6 +1704,8 @@ def main():
                 timed("slowloris", test_slowloris, binary, sqlite, directory)
             if wanted("damaged"):
                 timed("damaged sqlite", test_damaged_sqlite, binary, sqlite, directory)
+            if wanted("hostile"):
+                timed("hostile soak", test_hostile, binary, sqlite, directory)
         finally:
             for process in servers_started:
                 if process.poll() is None:

@@ -50,11 +50,6 @@ impl ETag {
         let digits = hash[..12].iter().flat_map(|b| [HEX[usize::from(b >> 4)], HEX[usize::from(b & 0xf)]]);
         Self(digits.map(char::from).collect())
     }
-
-    /// The opaque tag, without quotes.
-    pub fn opaque(&self) -> &str {
-        &self.0
-    }
 }
 
 impl fmt::Display for ETag {

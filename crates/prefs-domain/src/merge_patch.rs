@@ -58,8 +58,8 @@ pub fn check_member_names(namespace: &Namespace, members: &Map<String, Value>) -
 /// existing object value.
 ///
 /// # Errors
-/// [`Error::Invalid`] listing every bad key or resulting value; [`Error::TooManyKeys`] when the
-/// namespace would exceed [`Limits::max_keys`].
+/// [`Error::Invalid`] listing every bad key or resulting value; as [`check_limits`] when the
+/// namespace would exceed its limits.
 pub fn merge_patch(
     current: &[Preference],
     patch: &Map<String, Value>,
@@ -76,7 +76,7 @@ pub fn merge_patch(
         let value = PreferenceValue::new(merged, key.as_str(), limits)?;
         Ok(Some(Change::Put { key, value }))
     })
-    .and_then(|changes| check_key_count(current, &changes, limits).map(|()| changes))
+    .and_then(|changes| check_limits(current, &changes, limits).map(|()| changes))
 }
 
 /// Plans replacing a whole namespace with `members`: every member is written, a `null` member
@@ -103,7 +103,7 @@ pub fn replace_all(
             .filter(|p| !kept.contains(p.key.as_str()))
             .map(|p| Change::Delete { key: p.key.clone() }),
     );
-    check_key_count(current, &changes, limits)?;
+    check_limits(current, &changes, limits)?;
     Ok(changes)
 }
 
@@ -127,18 +127,62 @@ fn plan(
     if errors.is_empty() { Ok(changes) } else { Err(Error::Invalid(errors)) }
 }
 
-/// Checks that applying `changes` to `current` leaves at most [`Limits::max_keys`] keys.
+/// Checks that applying `changes` to `current` leaves the namespace within `limits`: at most
+/// [`Limits::max_keys`] keys, and at most [`Limits::max_namespace_bytes`] bytes, counted by
+/// [`Preference::stored_size`]. A write that leaves a namespace over its bytes is still allowed
+/// when it does not grow it (the limit may have been lowered since it was filled).
 ///
 /// # Errors
-/// [`Error::TooManyKeys`].
-pub fn check_key_count(current: &[Preference], changes: &[Change], limits: &Limits) -> Result<()> {
-    let mut keys: BTreeSet<&str> = current.iter().map(|p| p.key.as_str()).collect();
+/// [`Error::TooManyKeys`]; [`Error::Invalid`] with code `too-large` naming the written key that
+/// takes the namespace over its bytes: the first, in the order of `changes`, with which the keys
+/// the write leaves alone and those written before it exceed the limit.
+pub fn check_limits(current: &[Preference], changes: &[Change], limits: &Limits) -> Result<()> {
+    let mut after: BTreeMap<&PreferenceKey, &PreferenceValue> =
+        current.iter().map(|p| (&p.key, &p.value)).collect();
+    let size = |after: &BTreeMap<&PreferenceKey, &PreferenceValue>| -> usize {
+        after.iter().map(|(key, value)| Preference::stored_size(key, value)).sum()
+    };
+    let before = size(&after);
+    let mut written = Vec::new();
     for change in changes {
         match change {
-            Change::Put { key, .. } => keys.insert(key.as_str()),
-            Change::Delete { key } => keys.remove(key.as_str()),
-            Change::Rename { from, to } => keys.remove(from.as_str()) && keys.insert(to.as_str()),
-        };
+            Change::Put { key, value } => {
+                after.insert(key, value);
+                written.push(key);
+            }
+            Change::Delete { key } => {
+                after.remove(key);
+            }
+            Change::Rename { from, to } => {
+                if let Some(value) = after.remove(from) {
+                    after.insert(to, value);
+                    written.push(to);
+                }
+            }
+        }
     }
-    if keys.len() > limits.max_keys { Err(Error::TooManyKeys { limit: limits.max_keys }) } else { Ok(()) }
+    if after.len() > limits.max_keys {
+        return Err(Error::TooManyKeys { limit: limits.max_keys });
+    }
+    let (total, limit) = (size(&after), limits.max_namespace_bytes);
+    if total <= limit || total <= before {
+        return Ok(());
+    }
+    let mut seen = BTreeSet::new();
+    written.retain(|key| after.contains_key(key) && seen.insert(*key));
+    let stored = |key: &PreferenceKey| Preference::stored_size(key, after[key]);
+    let mut sum = total - written.iter().map(|key| stored(key)).sum::<usize>();
+    let member = written.into_iter().find(|key| {
+        sum += stored(key);
+        sum > limit
+    });
+    let member = member.map_or("", PreferenceKey::as_str);
+    Err(Error::invalid(FieldError::new(
+        member,
+        "too-large",
+        format!(
+            "Writing '{member}' would take the namespace to {total} bytes (keys plus values as compact \
+             JSON); the limit is {limit} bytes."
+        ),
+    )))
 }

@@ -386,6 +386,15 @@ pub struct Preference {
     pub version: i64,
 }
 
+impl Preference {
+    /// What a preference with this key and value counts against [`Limits::max_namespace_bytes`]:
+    /// the key's bytes (UTF-8) plus the value's compact JSON text's bytes (what a store writes,
+    /// [`PreferenceValue::as_json_text`]).
+    pub fn stored_size(key: &PreferenceKey, value: &PreferenceValue) -> usize {
+        key.as_str().len() + value.as_json_text().len()
+    }
+}
+
 /// One change a write makes to a namespace, applied by the store in order, in one transaction.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Change {

@@ -31,6 +31,9 @@ pub enum UserRef {
     Id(UserId),
     /// A user by username, as it came in the request (not yet validated).
     Username(String),
+    /// A user [`PreferenceService::authorize`] already found: access is decided again from the
+    /// actor's roles, but the user is not looked up again.
+    Known(User),
 }
 
 /// The preferences service: every operation checks access for the acting user first.
@@ -65,6 +68,16 @@ impl PreferenceService {
         let user =
             self.store.provision(&principal.subject, &principal.username, principal.provider_id).await?;
         Ok(Actor { principal, user })
+    }
+
+    /// Whether signing `principal` in would create a user: no user has its subject yet. Lets the
+    /// caller admit new users (limit how fast they appear) before [`PreferenceService::sign_in`]
+    /// creates them.
+    ///
+    /// # Errors
+    /// Storage errors.
+    pub async fn is_new(&self, principal: &Principal) -> Result<bool> {
+        Ok(self.store.user_by_subject(&principal.subject).await?.is_none())
     }
 
     /// Operators: creates the user with this subject and username, or renames the subject's user.
@@ -131,6 +144,7 @@ impl PreferenceService {
             UserRef::Me => true,
             UserRef::Id(id) => *id == actor.user.id,
             UserRef::Username(name) => name == actor.user.username.as_str(),
+            UserRef::Known(user) => user.id == actor.user.id,
         };
         if own {
             return Ok(actor.user.clone());
@@ -146,6 +160,7 @@ impl PreferenceService {
                 Ok(name) => self.store.user_by_username(&name).await?,
                 Err(_) => None,
             },
+            UserRef::Known(user) => Some(user.clone()),
         };
         match (user, decision) {
             (None, _) => Err(Error::UserNotFound),
@@ -154,9 +169,19 @@ impl PreferenceService {
         }
     }
 
-    /// Resolves the user and checks access to `namespace` ([`access::namespace_access`] for client
-    /// namespaces; the global namespace needs no scope).
-    async fn owner(
+    /// Decides whether `actor` may do `action` to the preferences of `target` in `namespace`, and
+    /// finds that user: first the token's scopes for a client namespace
+    /// ([`access::namespace_access`]; the global namespace needs none), then the user
+    /// ([`PreferenceService::user`]). Nothing else is looked at, no preference is read.
+    ///
+    /// Handlers call it before they read a request body (docs/contract.md §4.3), so that a
+    /// refused caller never has their body read, and name the user it returns as
+    /// [`UserRef::Known`] in the call that follows, which then does not look them up again. The
+    /// operations below make the same decision themselves, in the same order.
+    ///
+    /// # Errors
+    /// [`Error::Forbidden`] without the namespace's scope; as [`PreferenceService::user`].
+    pub async fn authorize(
         &self,
         actor: &Actor,
         target: &UserRef,
@@ -197,7 +222,7 @@ impl PreferenceService {
         namespace: &Namespace,
         key: &str,
     ) -> Result<Preference> {
-        let user = self.owner(actor, target, namespace, Action::Read).await?;
+        let user = self.authorize(actor, target, namespace, Action::Read).await?;
         let key = parse_key_in(namespace, key).map_err(|_| Error::PreferenceNotFound)?;
         let found = self.again_if_gone(actor, user, |user| self.store.preference(user.id, namespace, &key));
         found.await?.ok_or(Error::PreferenceNotFound)
@@ -209,7 +234,8 @@ impl PreferenceService {
     ///
     /// # Errors
     /// As [`PreferenceService::namespace`] for writing; [`Error::Invalid`] and
-    /// [`Error::TooManyKeys`] as [`merge_patch::merge_patch`]; [`Error::PreconditionFailed`].
+    /// [`Error::TooManyKeys`] as [`merge_patch::merge_patch`] (the namespace's limits:
+    /// [`merge_patch::check_limits`]); [`Error::PreconditionFailed`].
     pub async fn merge_patch(
         &self,
         actor: &Actor,
@@ -269,7 +295,7 @@ impl PreferenceService {
             .write(actor, target, namespace, move |current| {
                 conditions.check_write(tag_of(current, |p| p.key == name).as_ref())?;
                 let changes = vec![Change::Put { key: name.clone(), value: value.clone() }];
-                merge_patch::check_key_count(current, &changes, &limits)?;
+                merge_patch::check_limits(current, &changes, &limits)?;
                 Ok(changes)
             })
             .await?;
@@ -332,7 +358,7 @@ impl PreferenceService {
                     return Err(key_exists());
                 }
                 let changes = vec![Change::Put { key: name.clone(), value: value.clone() }];
-                merge_patch::check_key_count(current, &changes, &limits)?;
+                merge_patch::check_limits(current, &changes, &limits).map_err(|e| in_field("value", e))?;
                 Ok(changes)
             })
             .await?;
@@ -340,7 +366,8 @@ impl PreferenceService {
     }
 
     /// Updates a record: a new key renames it (the new key must be free), a new value replaces its
-    /// value; either may be absent.
+    /// value; either may be absent. When the namespace would grow over its bytes, the error names
+    /// `value` if a value was given, else `key`.
     ///
     /// # Errors
     /// As [`PreferenceService::create_record`]; [`Error::PreferenceNotFound`] when the id is not
@@ -357,8 +384,9 @@ impl PreferenceService {
     ) -> Result<Preference> {
         let key = key.map(|k| parse_key(k).map_err(|e| field("key", e))).transpose()?;
         let value = value.map(|v| PreferenceValue::new(v, "value", &self.limits)).transpose()?;
-        let user = self.record_owner(actor, target, id).await?;
-        let conditions = conditions.clone();
+        let user = self.authorize_record(actor, target, id).await?;
+        let (conditions, limits) = (conditions.clone(), self.limits);
+        let member = if value.is_some() { "value" } else { "key" };
         let after = self
             .store
             .modify(
@@ -377,6 +405,7 @@ impl PreferenceService {
                     }
                     let value = value.clone().unwrap_or_else(|| record.value.clone());
                     changes.push(Change::Put { key: name, value });
+                    merge_patch::check_limits(current, &changes, &limits).map_err(|e| in_field(member, e))?;
                     Ok(changes)
                 }),
             )
@@ -395,7 +424,7 @@ impl PreferenceService {
         id: PreferenceId,
         conditions: &Preconditions,
     ) -> Result<()> {
-        let user = self.record_owner(actor, target, id).await?;
+        let user = self.authorize_record(actor, target, id).await?;
         let conditions = conditions.clone();
         self.store
             .modify(
@@ -410,9 +439,15 @@ impl PreferenceService {
             .map(drop)
     }
 
-    /// Resolves the owner of record `id` for writing. A staff member writing someone else's
-    /// record learns that it does not exist (404) before being forbidden (403), as for users.
-    async fn record_owner(&self, actor: &Actor, target: &UserRef, id: PreferenceId) -> Result<User> {
+    /// [`PreferenceService::authorize`] for writing record `id` (a preference of the global
+    /// namespace): a staff member writing someone else's record learns that it does not exist
+    /// (404) before being forbidden (403), as for users. For anyone allowed to write, whether the
+    /// record exists is left to the write.
+    ///
+    /// # Errors
+    /// As [`PreferenceService::user`] for writing; [`Error::PreferenceNotFound`] for a staff
+    /// member naming a record the user does not have.
+    pub async fn authorize_record(&self, actor: &Actor, target: &UserRef, id: PreferenceId) -> Result<User> {
         match self.user(actor, target, Action::Write).await {
             Err(Error::Forbidden) => {
                 let owner = self.user(actor, target, Action::Read).await?;
@@ -440,7 +475,7 @@ impl PreferenceService {
         .await
     }
 
-    /// Runs `op` on the user [`PreferenceService::owner`] resolves, with
+    /// Runs `op` on the user [`PreferenceService::authorize`] resolves, with
     /// [`PreferenceService::again_if_gone`].
     async fn as_owner<T, F: Future<Output = Result<T>>>(
         &self,
@@ -450,7 +485,7 @@ impl PreferenceService {
         action: Action,
         op: impl Fn(User) -> F,
     ) -> Result<T> {
-        let user = self.owner(actor, target, namespace, action).await?;
+        let user = self.authorize(actor, target, namespace, action).await?;
         self.again_if_gone(actor, user, op).await
     }
 
@@ -498,6 +533,15 @@ fn find(after: Vec<Preference>, which: impl Fn(&Preference) -> bool) -> Result<P
 
 fn field(name: &str, error: FieldError) -> FieldError {
     FieldError { field: name.to_owned(), ..error }
+}
+
+/// `error` with the member of each field error renamed `name`: a record's fields are `key` and
+/// `value`, not its key.
+fn in_field(name: &str, error: Error) -> Error {
+    match error {
+        Error::Invalid(errors) => Error::Invalid(errors.into_iter().map(|e| field(name, e)).collect()),
+        other => other,
+    }
 }
 
 fn key_exists() -> Error {

@@ -3,7 +3,7 @@
 //! reference model.
 
 use chrono::Utc;
-use prefs_domain::merge_patch::{merge_patch, replace_all};
+use prefs_domain::merge_patch::{check_limits, merge_patch, replace_all};
 use prefs_domain::{
     Change, Error, Limits, Namespace, Preference, PreferenceId, PreferenceKey, PreferenceValue, UserId,
 };
@@ -117,6 +117,65 @@ fn key_count_and_value_size_are_limited() {
     let big = json!({"a": "123456789"}).as_object().unwrap().clone();
     let Err(Error::Invalid(errors)) = merge_patch(&namespace(&doc), &big, &limits) else { panic!() };
     assert_eq!(errors[0].code, "too-large");
+}
+
+/// A namespace's bytes: its keys' bytes plus its values' compact JSON bytes.
+#[test]
+fn stored_size_is_key_bytes_plus_compact_json_bytes() {
+    let key = PreferenceKey::parse("clé").unwrap();
+    let value = PreferenceValue::from_stored(json!({"a": [1, "é"]}));
+    assert_eq!(value.as_json_text(), r#"{"a":[1,"é"]}"#);
+    assert_eq!(Preference::stored_size(&key, &value), 4 + 14);
+}
+
+#[test]
+fn namespace_bytes_are_limited_exactly_at_the_limit() {
+    // "a" + "\"xxxx\"" = 7 bytes; "b" + "\"yy\"" = 5 bytes: 12 in all after the patch.
+    let doc = Map::from_iter([("a".to_owned(), json!("xxxx"))]);
+    let add = json!({"b": "yy"}).as_object().unwrap().clone();
+    let limits = |max_namespace_bytes| Limits { max_namespace_bytes, ..Limits::default() };
+    assert!(merge_patch(&namespace(&doc), &add, &limits(12)).is_ok());
+    let Err(Error::Invalid(errors)) = merge_patch(&namespace(&doc), &add, &limits(11)) else { panic!() };
+    assert_eq!((errors[0].field.as_str(), errors[0].code), ("b", "too-large"));
+    assert!(
+        errors[0].developer_message.contains("12 bytes") && errors[0].developer_message.contains("11 bytes")
+    );
+    let replace =
+        |members: Value, limit| replace_all(&namespace(&doc), members.as_object().unwrap(), &limits(limit));
+    assert!(replace(json!({"a": "xxxx", "b": "yy"}), 12).is_ok());
+    let replaced = replace(json!({"a": "xxxx", "b": "yyy"}), 12);
+    assert!(matches!(replaced, Err(Error::Invalid(_))), "{replaced:?}");
+    // Replacing the big key by a small one fits: what is deleted no longer counts.
+    assert!(replace(json!({"b": "yy"}), 5).is_ok());
+}
+
+#[test]
+fn the_member_named_is_the_one_that_tips_the_namespace_over() {
+    // 0 + "a":1 (2) + "b":1 (2) fit in 4; "c":1 takes it to 6.
+    let patch = json!({"a": 1, "b": 1, "c": 1}).as_object().unwrap().clone();
+    let limits = Limits { max_namespace_bytes: 4, ..Limits::default() };
+    let Err(Error::Invalid(errors)) = merge_patch(&[], &patch, &limits) else { panic!() };
+    assert_eq!((errors.len(), errors[0].field.as_str()), (1, "c"));
+    // A rename counts the new key's bytes.
+    let current = namespace(&Map::from_iter([("k".to_owned(), json!(1))]));
+    let rename =
+        |to: &str| Change::Rename { from: current[0].key.clone(), to: PreferenceKey::parse(to).unwrap() };
+    assert!(check_limits(&current, &[rename("kk")], &limits).is_ok());
+    let Err(Error::Invalid(errors)) = check_limits(&current, &[rename("kkkk")], &limits) else { panic!() };
+    assert_eq!(errors[0].field, "kkkk");
+}
+
+#[test]
+fn a_namespace_over_its_bytes_may_shrink_but_not_grow() {
+    // 7 + 7 = 14 bytes, over a limit lowered to 5.
+    let doc = Map::from_iter([("a".to_owned(), json!("xxxx")), ("b".to_owned(), json!("xxxx"))]);
+    let limits = Limits { max_namespace_bytes: 5, ..Limits::default() };
+    let patch = |p: Value| merge_patch(&namespace(&doc), p.as_object().unwrap(), &limits);
+    assert!(patch(json!({"a": null})).is_ok());
+    assert!(patch(json!({"a": "x"})).is_ok());
+    assert!(patch(json!({"a": "yyyy"})).is_ok(), "as large as before");
+    assert!(matches!(patch(json!({"a": "xxxxx"})), Err(Error::Invalid(_))));
+    assert!(matches!(patch(json!({"a": null, "c": "xxxxxxxxxx"})), Err(Error::Invalid(_))));
 }
 
 #[test]

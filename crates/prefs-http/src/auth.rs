@@ -91,16 +91,30 @@ impl<D: Dialect> FromRequest for Authenticated<D> {
             0..=MAX_TOKEN_BYTES => Ok(token),
             _ => Err(format!("the token is longer than {MAX_TOKEN_BYTES} bytes")),
         });
+        let client = crate::client::address(req);
         Box::pin(async move {
             let state = state.ok_or_else(|| Problem::Unauthorized("not configured".into()))?;
-            let principal =
-                state.verifier.verify(&token.map_err(Problem::Unauthorized)?).await.map_err(|r| match r {
-                    Rejection::Unauthorized(why) => Problem::Unauthorized(why),
-                    Rejection::KeysUnavailable => Problem::Domain(Error::Unavailable(
-                        "the identity provider's keys are not loaded yet".into(),
-                    )),
-                })?;
+            let verified = match token {
+                Ok(token) => state.verifier.verify(&token).await,
+                Err(why) => Err(Rejection::Unauthorized(why)),
+            };
+            let principal = verified.map_err(|r| match r {
+                // No valid token: counted per client address, 429 over the limit. Only these
+                // count, so the users behind one address do not share a budget.
+                Rejection::Unauthorized(why) => match state.rate_limiters.address(client) {
+                    Ok(()) => Problem::Unauthorized(why),
+                    Err(too_many) => too_many,
+                },
+                Rejection::KeysUnavailable => Problem::Domain(Error::Unavailable(
+                    "the identity provider's keys are not loaded yet".into(),
+                )),
+            })?;
+            state.rate_limiters.user(&principal.subject)?;
             csrf?;
+            // New users are admitted per client address before they are created.
+            if state.rate_limiters.limits_signups() && state.service.is_new(&principal).await? {
+                state.rate_limiters.signup(client)?;
+            }
             let actor = state.service.sign_in(principal).await?;
             Ok(Self { actor, dialect: PhantomData })
         })

@@ -1,11 +1,14 @@
-//! Reading request bodies: the content type a route takes, the size limit, and JSON parsing, all
-//! reported as [`Problem`]s so each dialect can show them its own way.
+//! Reading request bodies: the content type a route takes, the size limit, the body deadline, and
+//! JSON parsing, all reported as [`Problem`]s so each dialect can show them its own way. Handlers
+//! read a body only once access is decided (docs/contract.md §4.3).
 
 use actix_web::{HttpMessage, HttpRequest, web};
 use futures_util::StreamExt;
 use serde_json::Value;
 
+use crate::deadlines::Deadlines;
 use crate::error::Problem;
+use crate::{AppState, request_id};
 
 /// `application/json`.
 pub const JSON: &str = "application/json";
@@ -84,10 +87,12 @@ pub fn parse_json(body: &[u8]) -> Result<Value, Problem> {
     Ok(value)
 }
 
-/// Reads the whole body, refusing more than `limit` bytes (declared or sent).
+/// Reads the whole body, refusing more than `limit` bytes (declared or sent), within the body
+/// deadline ([`Deadlines::body`], counted from here).
 ///
 /// # Errors
-/// [`Problem::PayloadTooLarge`] over the limit, [`Problem::MalformedJson`] when it cannot be read.
+/// [`Problem::PayloadTooLarge`] over the limit, [`Problem::MalformedJson`] when it cannot be read,
+/// [`Problem::BodyTimeout`] (logged) when it is not whole by the deadline.
 pub async fn read_bytes(
     req: &HttpRequest,
     mut payload: web::Payload,
@@ -101,7 +106,26 @@ pub async fn read_bytes(
     if declared.is_some_and(|length| length > limit) {
         return Err(Problem::PayloadTooLarge(limit));
     }
+    let deadline = req
+        .app_data::<web::Data<AppState>>()
+        .map_or_else(|| Deadlines::default().body, |state| state.traffic.deadlines.body);
     let mut body = web::BytesMut::with_capacity(declared.unwrap_or(1024));
+    match tokio::time::timeout(deadline, read_into(&mut body, &mut payload, limit)).await {
+        Ok(read) => read.map(|()| body),
+        Err(_) => {
+            let request_id = request_id::current();
+            tracing::warn!(%request_id, received = body.len(), ?declared, ?deadline, "request body too slow: 408");
+            Err(Problem::BodyTimeout(deadline))
+        }
+    }
+}
+
+/// Appends the body's chunks to `body` until it ends, refusing more than `limit` bytes.
+async fn read_into(
+    body: &mut web::BytesMut,
+    payload: &mut web::Payload,
+    limit: usize,
+) -> Result<(), Problem> {
     while let Some(chunk) = payload.next().await {
         let chunk = chunk.map_err(|e| Problem::MalformedJson(format!("the body could not be read ({e})")))?;
         if body.len() + chunk.len() > limit {
@@ -109,7 +133,7 @@ pub async fn read_bytes(
         }
         body.extend_from_slice(&chunk);
     }
-    Ok(body)
+    Ok(())
 }
 
 /// The fields of a form body, `application/x-www-form-urlencoded` or `multipart/form-data`, as

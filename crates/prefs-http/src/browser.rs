@@ -306,13 +306,11 @@ fn csrf(req: &HttpRequest, config: &BrowserConfig) -> Result<(), Problem> {
     }
 }
 
-/// Whether `origin` is the request's own: the same scheme, host and port as it was sent to
-/// (`Host`, or what a proxy says in `Forwarded` / `X-Forwarded-*`).
+/// Whether `origin` is the request's own: the same scheme, host and port as the public URL, else
+/// as it was sent to (`Host`, or what a trusted proxy says; see [`crate::client::url`]).
 fn own_origin(req: &HttpRequest, origin: &str) -> bool {
-    let info = req.connection_info();
-    let own = Url::parse(&format!("{}://{}", info.scheme(), info.host()));
-    match (own, Url::parse(origin)) {
-        (Ok(own), Ok(theirs)) => theirs.origin().is_tuple() && own.origin() == theirs.origin(),
+    match (crate::client::url(req), Url::parse(origin)) {
+        (Some(own), Ok(theirs)) => theirs.origin().is_tuple() && own.origin() == theirs.origin(),
         _ => false,
     }
 }

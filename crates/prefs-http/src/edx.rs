@@ -71,6 +71,8 @@ enum EdxReadErrors {
     NotFound(EdxMessage),
     #[response(status = 412, description = "If-Match does not hold")]
     PreconditionFailed(EdxMessage),
+    #[response(status = 429, description = "Over a rate limit", headers(("Retry-After" = u64, description = "Whole seconds until a request would pass")))]
+    TooManyRequests(EdxMessage),
     #[response(status = 503, description = "Database unavailable")]
     Unavailable(EdxMessage),
 }
@@ -86,6 +88,11 @@ enum EdxBodyErrors {
     BadRequest(EdxError),
     #[response(status = 403, description = "Staff writing another user's preferences")]
     Forbidden(EdxMessage),
+    #[response(
+        status = 408,
+        description = "The body did not arrive whole within the body deadline; the connection is closed"
+    )]
+    RequestTimeout(EdxMessage),
     #[response(status = 413, description = "Body over the limit")]
     TooLarge(EdxMessage),
     #[response(status = 415, description = "Wrong content type")]
@@ -126,8 +133,10 @@ fn user_message(status: StatusCode) -> &'static str {
         StatusCode::UNAUTHORIZED => "You must sign in.",
         StatusCode::FORBIDDEN => "You are not allowed to change this user's preferences.",
         StatusCode::NOT_FOUND => "Not found.",
+        StatusCode::REQUEST_TIMEOUT => "The request took too long to arrive; please try again.",
         StatusCode::PRECONDITION_FAILED => "The preferences have changed; reload and try again.",
         StatusCode::SERVICE_UNAVAILABLE => "The service is unavailable; please try again later.",
+        StatusCode::TOO_MANY_REQUESTS => "Too many requests; please try again later.",
         status if status.is_server_error() => "Something went wrong; please try again later.",
         _ => "The request could not be processed.",
     }
@@ -335,13 +344,14 @@ fn flat(error: Error) -> Problem {
     }
 }
 
-/// Resolves the user a write is for before the body is looked at, so that a hidden user is a 404
-/// and a staff write a 403 whatever the body holds.
+/// Decides access for a write before the body is looked at (docs/contract.md §4.3), so that a
+/// hidden user is a 404 and a staff write a 403 whatever the body holds.
 async fn owner(
     state: &AppState,
     auth: &Authenticated<Edx>,
     username: String,
 ) -> Result<UserRef, Failure<Edx>> {
-    let user = state.service.user(&auth.actor, &UserRef::Username(username), Action::Write).await?;
-    Ok(UserRef::Id(user.id))
+    let target = UserRef::Username(username);
+    let user = state.service.authorize(&auth.actor, &target, &Namespace::Global, Action::Write).await?;
+    Ok(UserRef::Known(user))
 }

@@ -10,6 +10,7 @@ use actix_web::{HttpResponse, HttpResponseBuilder, ResponseError};
 use prefs_domain::{Error, FieldError};
 use serde_json::Value;
 
+use crate::rate_limits::Limit;
 use crate::request_id;
 
 /// What went wrong, independent of how a dialect shows it.
@@ -30,12 +31,22 @@ pub enum Problem {
     UnsupportedMediaType(&'static str),
     /// The body is over the limit in bytes (413).
     PayloadTooLarge(usize),
+    /// The body did not arrive whole within the body deadline (408; the connection is closed).
+    BodyTimeout(std::time::Duration),
     /// No route matches the path (404).
     NoRoute,
     /// The route exists but not for this method (405), with the allowed methods.
     MethodNotAllowed(&'static str),
     /// The method is none of HTTP's own (501).
     UnknownMethod,
+    /// Over a rate limit (429): which one, and the whole seconds (at least 1) until a request
+    /// would pass (`Retry-After`).
+    TooManyRequests {
+        /// The limit.
+        limit: Limit,
+        /// Seconds to wait.
+        retry_after: u64,
+    },
 }
 
 impl Problem {
@@ -57,9 +68,11 @@ impl Problem {
             Self::Flat(_) | Self::MalformedJson(_) => StatusCode::BAD_REQUEST,
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             Self::NoRoute => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             Self::UnknownMethod => StatusCode::NOT_IMPLEMENTED,
+            Self::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
         }
     }
 
@@ -73,9 +86,11 @@ impl Problem {
             StatusCode::CONFLICT => "conflict",
             StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported-media-type",
             StatusCode::PAYLOAD_TOO_LARGE => "payload-too-large",
+            StatusCode::REQUEST_TIMEOUT => "request-timeout",
             StatusCode::PRECONDITION_FAILED => "precondition-failed",
             StatusCode::METHOD_NOT_ALLOWED => "method-not-allowed",
             StatusCode::SERVICE_UNAVAILABLE => "unavailable",
+            StatusCode::TOO_MANY_REQUESTS => "too-many-requests",
             StatusCode::BAD_REQUEST if matches!(self, Self::MalformedJson(_)) => "invalid-json",
             StatusCode::BAD_REQUEST => "invalid-value",
             StatusCode::NOT_IMPLEMENTED if matches!(self, Self::UnknownMethod) => "not-implemented",
@@ -110,9 +125,18 @@ impl Problem {
             Self::MalformedJson(why) => format!("Malformed JSON: {why}"),
             Self::UnsupportedMediaType(expected) => format!("Content-Type must be {expected}."),
             Self::PayloadTooLarge(limit) => format!("The request body is over the limit of {limit} bytes."),
+            Self::BodyTimeout(deadline) => format!("The request body did not arrive within {deadline:?}."),
             Self::NoRoute => "No such route.".into(),
             Self::MethodNotAllowed(allow) => format!("Method not allowed; this route takes {allow}."),
             Self::UnknownMethod => "Unknown method.".into(),
+            Self::TooManyRequests { limit, retry_after } => {
+                let what = match limit {
+                    Limit::User => "Too many requests for this user",
+                    Limit::Address => "Too many requests without a valid token from this address",
+                    Limit::Signup => "Too many new users from this address",
+                };
+                format!("{what}; try again in {retry_after} s.")
+            }
         }
     }
 
@@ -191,6 +215,13 @@ impl<D: Dialect> ResponseError for Failure<D> {
             }
             Problem::MethodNotAllowed(allow) => {
                 response.insert_header((header::ALLOW, HeaderValue::from_static(allow)));
+            }
+            // The rest of the body may still be on its way: the connection is not reused.
+            Problem::BodyTimeout(_) => {
+                response.force_close();
+            }
+            Problem::TooManyRequests { retry_after, .. } => {
+                response.insert_header((header::RETRY_AFTER, *retry_after));
             }
             _ => {}
         }

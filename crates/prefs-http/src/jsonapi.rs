@@ -30,7 +30,7 @@ pub struct JsonApiError {
     pub status: String,
     /// A stable code: `unauthorized`, `forbidden`, `not-found`, `invalid-json`, `invalid-value`,
     /// `unsupported-media-type`, `payload-too-large`, `precondition-failed`, `method-not-allowed`,
-    /// `conflict`, `unavailable`, `internal`.
+    /// `conflict`, `too-many-requests`, `unavailable`, `internal`.
     pub code: String,
     /// The status's reason phrase.
     pub title: String,

@@ -7,7 +7,9 @@
 pub mod auth;
 mod body;
 pub mod browser;
+pub mod client;
 mod conditional;
+pub mod deadlines;
 mod edx;
 pub mod error;
 mod jsonapi;
@@ -17,6 +19,7 @@ mod object;
 pub mod openapi;
 mod ops;
 mod query;
+pub mod rate_limits;
 mod records;
 pub mod request_id;
 pub mod traffic;
@@ -34,6 +37,7 @@ pub use browser::{BrowserConfig, BrowserConfigError, SameSite};
 use error::{Dialect, Failure, Problem};
 pub use metrics::{Metrics, PoolStats};
 pub use openapi::ApiDoc;
+pub use rate_limits::RateLimiters;
 pub use traffic::Traffic;
 
 /// What every request handler shares.
@@ -48,6 +52,8 @@ pub struct AppState {
     pub browser: BrowserConfig,
     /// Deadlines, rate limits, trusted proxies.
     pub traffic: Traffic,
+    /// The rate limiters, built from `traffic.rate_limits`.
+    pub rate_limiters: RateLimiters,
 }
 
 /// Every resource the application serves, with the methods it answers (`Allow`). The OpenAPI
@@ -110,6 +116,7 @@ pub fn app(
         .wrap(from_fn(auth::private_answers))
         .wrap(prometheus)
         .wrap(from_fn(metrics::refuse_unknown_methods))
+        .wrap(from_fn(deadlines::answers))
         .wrap(from_fn(request_id::middleware))
 }
 

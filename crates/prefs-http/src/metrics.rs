@@ -11,7 +11,9 @@ use actix_web::http::Method;
 use actix_web::middleware::Next;
 use actix_web::{HttpResponse, ResponseError};
 use actix_web_prom::{PrometheusMetrics, PrometheusMetricsBuilder};
-use prometheus::{Encoder, IntGauge, TextEncoder};
+use prometheus::{Encoder, IntCounter, IntCounterVec, IntGauge, Opts, TextEncoder};
+
+use crate::rate_limits::Limit;
 
 /// The database pool's figures at one moment.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -35,6 +37,7 @@ pub struct Metrics {
     pub(crate) middleware: PrometheusMetrics,
     pool: PoolProbe,
     gauges: [IntGauge; 4],
+    rate_limited: IntCounterVec,
 }
 
 impl Metrics {
@@ -59,7 +62,20 @@ impl Metrics {
             gauge("prefs_db_pool_idle", "Database connections open and idle")?,
             gauge("prefs_db_pool_waiting", "Requests waiting for a database connection")?,
         ];
-        Ok(Self { middleware, pool, gauges })
+        let rate_limited = IntCounterVec::new(
+            Opts::new("prefs_rate_limited_total", "Requests refused for being over a rate limit"),
+            &["limit"],
+        )?;
+        middleware.registry.register(Box::new(rate_limited.clone()))?;
+        for limit in Limit::ALL {
+            rate_limited.with_label_values(&[limit.label()]);
+        }
+        Ok(Self { middleware, pool, gauges, rate_limited })
+    }
+
+    /// The counter of requests refused by `limit`.
+    pub(crate) fn rate_limited(&self, limit: Limit) -> IntCounter {
+        self.rate_limited.with_label_values(&[limit.label()])
     }
 
     /// The Prometheus text exposition of every metric.

@@ -4,7 +4,7 @@
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
-use prefs_domain::{ClientId, ETag, Error, Namespace, Preference, PreferenceValue, UserId, UserRef};
+use prefs_domain::{Action, ClientId, ETag, Error, Namespace, Preference, PreferenceValue, UserId, UserRef};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 use utoipa::IntoResponses;
@@ -85,6 +85,13 @@ enum NamespaceReadErrors {
     )]
     PreconditionFailed(JsonApiErrors),
     #[response(
+        status = 429,
+        description = "Over a rate limit",
+        content_type = "application/vnd.api+json",
+        headers(("Retry-After" = u64, description = "Whole seconds until a request would pass"))
+    )]
+    TooManyRequests(JsonApiErrors),
+    #[response(
         status = 501,
         description = "Internal error (as PACE documents it)",
         content_type = "application/vnd.api+json"
@@ -104,6 +111,12 @@ enum NamespaceBodyErrors {
         content_type = "application/vnd.api+json"
     )]
     BadRequest(JsonApiErrors),
+    #[response(
+        status = 408,
+        description = "The body did not arrive whole within the body deadline; the connection is closed",
+        content_type = "application/vnd.api+json"
+    )]
+    RequestTimeout(JsonApiErrors),
     #[response(
         status = 413,
         description = "Body, key or value over its limit, or too many keys",
@@ -167,6 +180,19 @@ fn target(client_id: &str, req: &HttpRequest) -> Result<(Namespace, UserRef), Pr
         Some(id) => id.parse().map(|id| UserRef::Id(UserId(id))).map_err(|_| Error::UserNotFound)?,
     };
     Ok((namespace, user))
+}
+
+/// [`target`], with access to it decided for a write before the body is read (docs/contract.md
+/// §4.3): the user comes back as [`UserRef::Known`].
+async fn writable_target(
+    state: &AppState,
+    auth: &Authenticated<Namespaces>,
+    client_id: &str,
+    req: &HttpRequest,
+) -> Result<(Namespace, UserRef), Problem> {
+    let (namespace, user) = target(client_id, req)?;
+    let user = state.service.authorize(&auth.actor, &user, &namespace, Action::Write).await?;
+    Ok((namespace, UserRef::Known(user)))
 }
 
 /// The namespace as one JSON object.
@@ -233,7 +259,7 @@ pub(crate) async fn put_all(
     req: HttpRequest,
     payload: web::Payload,
 ) -> Result<HttpResponse, Failure<Namespaces>> {
-    let (namespace, user) = target(&path.client_id, &req)?;
+    let (namespace, user) = writable_target(&state, &auth, &path.client_id, &req).await?;
     let members = object_body(&state, &req, payload, (PUT_TYPES, PUT_TYPES_NAMED)).await?;
     let after = state.service.replace(&auth.actor, &user, &namespace, &members, &preconditions(&req)).await?;
     Ok(tagged(HttpResponse::NoContent(), &ETag::of_namespace(&after)).finish())
@@ -259,7 +285,7 @@ pub(crate) async fn patch(
     req: HttpRequest,
     payload: web::Payload,
 ) -> Result<HttpResponse, Failure<Namespaces>> {
-    let (namespace, user) = target(&path.client_id, &req)?;
+    let (namespace, user) = writable_target(&state, &auth, &path.client_id, &req).await?;
     let patch = object_body(&state, &req, payload, (PATCH_TYPES, PATCH_TYPES_NAMED)).await?;
     let after =
         state.service.merge_patch(&auth.actor, &user, &namespace, &patch, &preconditions(&req)).await?;
@@ -322,7 +348,7 @@ pub(crate) async fn put_one(
     payload: web::Payload,
 ) -> Result<HttpResponse, Failure<Namespaces>> {
     let MemberPath { client_id, key } = path.into_inner();
-    let (namespace, user) = target(&client_id, &req)?;
+    let (namespace, user) = writable_target(&state, &auth, &client_id, &req).await?;
     body::require_content_type_in(&req, PUT_TYPES, PUT_TYPES_NAMED)?;
     let value = body::read_json(&req, payload, state.service.limits().max_body_bytes).await?;
     let stored = state.service.put(&auth.actor, &user, &namespace, &key, value, &preconditions(&req)).await?;

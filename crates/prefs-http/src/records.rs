@@ -6,8 +6,8 @@ use actix_web::http::{StatusCode, header};
 use actix_web::{HttpRequest, HttpResponse, web};
 use chrono::{DateTime, SecondsFormat, Utc};
 use prefs_domain::{
-    ETag, Error, FieldError, Namespace, Preference, PreferenceId, PreferenceKey, PreferenceValue, UserId,
-    UserRef,
+    Action, ETag, Error, FieldError, Namespace, Preference, PreferenceId, PreferenceKey, PreferenceValue,
+    UserId, UserRef,
 };
 use serde::Serialize;
 use serde_json::{Map, Value};
@@ -191,6 +191,8 @@ enum RecordReadErrors {
     NotFound(RecordErrors),
     #[response(status = 412, description = "If-Match does not hold")]
     PreconditionFailed(RecordErrors),
+    #[response(status = 429, description = "Over a rate limit", headers(("Retry-After" = u64, description = "Whole seconds until a request would pass")))]
+    TooManyRequests(RecordErrors),
     #[response(status = 503, description = "Database unavailable")]
     Unavailable(RecordErrors),
 }
@@ -203,6 +205,11 @@ enum RecordBodyErrors {
     BadRequest(RecordErrors),
     #[response(status = 403, description = "Staff writing another user's records")]
     Forbidden(RecordErrors),
+    #[response(
+        status = 408,
+        description = "The body did not arrive whole within the body deadline; the connection is closed"
+    )]
+    RequestTimeout(RecordErrors),
     #[response(status = 413, description = "Body over the limit")]
     TooLarge(RecordErrors),
     #[response(status = 415, description = "Not application/json")]
@@ -273,10 +280,10 @@ fn record_id(segment: &str) -> Result<PreferenceId, Problem> {
     segment.parse().map(PreferenceId).map_err(|_| Problem::Domain(Error::PreferenceNotFound))
 }
 
-/// The absolute URL of this request with `changes` applied to its query (`None` removes).
+/// The absolute URL of this request as the client called it ([`crate::client::url`]) with
+/// `changes` applied to its query (`None` removes).
 fn with_query(req: &HttpRequest, changes: &[(&str, Option<usize>)]) -> Option<String> {
-    let info = req.connection_info();
-    let mut url = Url::parse(&format!("{}://{}{}", info.scheme(), info.host(), req.uri())).ok()?;
+    let mut url = crate::client::url(req)?;
     let kept: Vec<(String, String)> = url
         .query_pairs()
         .filter(|(name, _)| !changes.iter().any(|(changed, _)| changed == name))
@@ -480,6 +487,9 @@ pub(crate) async fn create(
     payload: web::Payload,
 ) -> Result<HttpResponse, Failure<Records>> {
     let target = user_ref(&path)?;
+    // Access is decided before the body is read (docs/contract.md §4.3).
+    let user = state.service.authorize(&auth.actor, &target, &Namespace::Global, Action::Write).await?;
+    let target = UserRef::Known(user);
     let (Some(key), Some(value)) = fields(json_body(&state, &req, payload).await?, true)? else {
         return Err(Problem::Domain(Error::Internal("required record fields went missing".into())).into());
     };
@@ -548,6 +558,8 @@ async fn update(
 ) -> Result<HttpResponse, Failure<Records>> {
     let (user, id) = path.into_inner();
     let (target, id) = (user_ref(&user)?, record_id(&id)?);
+    // Access is decided before the body is read (docs/contract.md §4.3).
+    let target = UserRef::Known(state.service.authorize_record(&auth.actor, &target, id).await?);
     let (key, value) = fields(json_body(&state, &req, payload).await?, required)?;
     let conditions = preconditions(&req);
     let updated =

@@ -41,6 +41,7 @@ pub async fn middleware(
         .filter(|v| well_formed(v))
         .map_or_else(|| xid::new().to_string(), str::to_owned);
     let started = Instant::now();
+    let client = crate::client::address(req.request());
     let method = req.method().clone();
     let path = req.path().to_owned();
     let mut response = CURRENT.scope(id.clone(), next.call(req)).await?;
@@ -49,6 +50,7 @@ pub async fn middleware(
     }
     tracing::info!(
         request_id = %id,
+        %client,
         %method,
         %path,
         status = response.status().as_u16(),

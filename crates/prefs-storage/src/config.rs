@@ -88,12 +88,35 @@ impl fmt::Display for Backend {
     }
 }
 
+/// A database URL: `postgres://…` / `postgresql://…`, or for SQLite `sqlite://path`, a `file:`
+/// URI or a plain path. `Debug` shows it with any password redacted.
+#[derive(Clone, PartialEq, Eq)]
+pub struct DatabaseUrl(String);
+
+impl DatabaseUrl {
+    /// The URL itself, password included: for connecting, never for logs.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl<T: Into<String>> From<T> for DatabaseUrl {
+    fn from(url: T) -> Self {
+        Self(url.into())
+    }
+}
+
+impl fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&redact(&self.0), f)
+    }
+}
+
 /// Where the database is and how to pool connections to it.
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct StoreConfig {
-    /// `postgres://…` / `postgresql://…`, or for SQLite `sqlite://path`, a `file:` URI or a plain
-    /// path.
-    pub database_url: String,
+    /// The database.
+    pub database_url: DatabaseUrl,
     /// The most PostgreSQL connections held at once for writes by each thread that uses the store
     /// (`PREFS_DB_POOL_SIZE`; each actix worker has its own pool); its reads share up to 2 more.
     /// SQLite needs no pool: each thread reads over a connection of its own, and one writer
@@ -107,9 +130,10 @@ pub struct StoreConfig {
     /// SQLite durability; ignored for PostgreSQL.
     pub sqlite_synchronous: SqliteSynchronous,
     /// How many users to remember by subject (`PREFS_USER_CACHE`), so that a request's token
-    /// resolves to its user without a query; 0 turns the cache off. Only users are cached, never
-    /// preferences, and a user removed through another instance is noticed on its next read or
-    /// write (see [`DieselStore`](crate::DieselStore)).
+    /// resolves to its user without a query; 0 turns the cache off. A user removed through
+    /// another instance is noticed on its next read or write (see
+    /// [`DieselStore`](crate::DieselStore)); preferences are remembered apart, within
+    /// [`StoreConfig::namespace_cache_bytes`].
     pub user_cache: usize,
     /// About how much memory the store spends remembering the namespaces, and the single
     /// preferences (by key or id), its reads found (`PREFS_NAMESPACE_CACHE_BYTES`, in all, shared by
@@ -145,7 +169,7 @@ impl StoreConfig {
     /// A configuration for `database_url` with the defaults: 8 connections, a 5 s wait,
     /// `synchronous=FULL`, 100,000 cached users, 24 MiB of cached namespaces and PostgreSQL
     /// prepared statements kept.
-    pub fn new(database_url: impl Into<String>) -> Self {
+    pub fn new(database_url: impl Into<DatabaseUrl>) -> Self {
         Self {
             database_url: database_url.into(),
             pool_size: Self::DEFAULT_POOL_SIZE,
@@ -155,20 +179,6 @@ impl StoreConfig {
             namespace_cache_bytes: Self::DEFAULT_NAMESPACE_CACHE_BYTES,
             pg_prepared_statements: true,
         }
-    }
-}
-
-impl fmt::Debug for StoreConfig {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("StoreConfig")
-            .field("database_url", &redact(&self.database_url))
-            .field("pool_size", &self.pool_size)
-            .field("pool_wait", &self.pool_wait)
-            .field("sqlite_synchronous", &self.sqlite_synchronous)
-            .field("user_cache", &self.user_cache)
-            .field("namespace_cache_bytes", &self.namespace_cache_bytes)
-            .field("pg_prepared_statements", &self.pg_prepared_statements)
-            .finish()
     }
 }
 

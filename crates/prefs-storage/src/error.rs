@@ -68,10 +68,17 @@ pub(crate) enum Failure {
 }
 
 impl Failure {
-    /// Whether the server refused a write because it accepts none (SQLSTATE 25006: a standby,
-    /// or `default_transaction_read_only`).
+    /// Whether the database refused a write because it accepts none: PostgreSQL's SQLSTATE 25006
+    /// (a standby, or `default_transaction_read_only`), SQLite's `SQLITE_READONLY` (a file or
+    /// folder it may not write).
     pub(crate) fn read_only(&self) -> bool {
-        matches!(self, Self::Query(DieselError::DatabaseError(DatabaseErrorKind::ReadOnlyTransaction, _)))
+        match self {
+            Self::Query(DieselError::DatabaseError(DatabaseErrorKind::ReadOnlyTransaction, _)) => true,
+            Self::Query(DieselError::DatabaseError(_, info)) => {
+                info.message().contains("attempt to write a readonly database")
+            }
+            _ => false,
+        }
     }
 }
 

@@ -56,9 +56,19 @@ mod transaction;
 mod user_ids;
 mod writer;
 
-pub use config::{Backend, SqliteSynchronous, StoreConfig};
+pub use config::{Backend, DatabaseUrl, SqliteSynchronous, StoreConfig};
 pub use error::StorageError;
 pub use store::DieselStore;
 
-/// A connection pool's figures: maximum size, open connections, idle ones, waiters.
-pub use deadpool::Status as PoolStatus;
+/// The connections' figures, for metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct PoolStatus {
+    /// The most connections there may be.
+    pub max_size: usize,
+    /// The connections open now.
+    pub size: usize,
+    /// The open connections idle now.
+    pub available: usize,
+    /// Requests waiting for a connection.
+    pub waiting: usize,
+}

@@ -27,6 +27,7 @@ use futures_util::future::FutureExt;
 use prefs_domain::Error;
 use thread_local::ThreadLocal;
 
+use crate::PoolStatus;
 use crate::error::{CheckoutTimeout, Failure};
 use crate::postgres::PgConnector;
 use crate::read::{Queue, Remembered};
@@ -209,13 +210,12 @@ impl PgPools {
 
     /// The pools' figures and the read connections, added up (a read connection is never
     /// waited for: reads share it).
-    pub(crate) fn status(&self) -> deadpool::Status {
+    pub(crate) fn status(&self) -> PoolStatus {
         let (threads, open) = self.readers.iter().fold((0, 0), |(threads, open), readers| {
             (threads + 1, open + readers.try_lock().map_or(READERS, |readers| readers.len()))
         });
-        let readers =
-            deadpool::Status { max_size: threads * READERS, size: open, available: open, waiting: 0 };
-        self.pools.iter().map(Pool::status).fold(readers, |all, one| deadpool::Status {
+        let readers = PoolStatus { max_size: threads * READERS, size: open, available: open, waiting: 0 };
+        self.pools.iter().map(Pool::status).fold(readers, |all, one| PoolStatus {
             max_size: all.max_size + one.max_size,
             size: all.size + one.size,
             available: all.available + one.available,

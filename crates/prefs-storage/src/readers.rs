@@ -1,8 +1,8 @@
 //! SQLite's reads: a connection per thread that reads, used inline, and the answers they
 //! remember until the database changes.
 
-use std::cell::RefCell;
-use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
+use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use diesel::prelude::*;
 use diesel::query_builder::{AstPass, Query, QueryFragment, QueryId};
@@ -24,7 +24,7 @@ use crate::sqlite::{SqliteConn, inline};
 /// changed: SQLite's `PRAGMA data_version` changes when any other connection, of this process or
 /// another, commits, and every cached read asks it first.
 pub(crate) struct Readers {
-    readers: ThreadLocal<RefCell<Option<Reader>>>,
+    readers: ThreadLocal<Slot>,
     open: AtomicUsize,
     /// The answers reads found, each at the epoch it was read at.
     remembered: Option<Remembered>,
@@ -35,6 +35,15 @@ pub(crate) struct Readers {
     pub(crate) url: String,
     /// What every connection runs when it is made.
     pub(crate) setup_sql: String,
+}
+
+/// One thread's reader: used by its thread only, but closed from another by
+/// [`Readers::close_all`].
+#[derive(Default)]
+struct Slot {
+    /// Whether its thread is reading (a read inside another is an error).
+    busy: AtomicBool,
+    reader: Mutex<Option<Reader>>,
 }
 
 /// One thread's read connection, and the `data_version` it last found (`None`: not asked yet).
@@ -118,9 +127,9 @@ impl Readers {
     /// Runs `work` on this thread's reader. A connection whose query failed is closed, and the
     /// next read opens a new one.
     fn with_reader<T>(&self, work: impl FnOnce(&mut Reader) -> Result<T, Failure>) -> Result<T, Failure> {
-        let mut slot = self.readers.get_or_default().try_borrow_mut().map_err(|_| {
-            Failure::Domain(Error::Internal("a SQLite read ran inside another on one thread".into()))
-        })?;
+        let slot = self.readers.get_or_default();
+        let _busy = Busy::enter(&slot.busy)?;
+        let mut slot = lock(&slot.reader);
         let reader = match &mut *slot {
             Some(reader) => reader,
             None => {
@@ -137,8 +146,49 @@ impl Readers {
         out
     }
 
+    /// Closes every thread's read connection, waiting for the reads under way, before any read
+    /// opens a new one. SQLite shares a database's `-shm` file among all the connections of a
+    /// process until the last one closes, read-only if it was read-only when the first opened it:
+    /// the writer, once it closed its own connection, closes these so that the next connections
+    /// open the files anew.
+    pub(crate) fn close_all(&self) {
+        let mut slots: Vec<MutexGuard<'_, Option<Reader>>> =
+            self.readers.iter().map(|slot| lock(&slot.reader)).collect();
+        for slot in &mut slots {
+            if slot.take().is_some() {
+                self.open.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
+    }
+
     /// How many read connections are open.
     pub(crate) fn open(&self) -> usize {
         self.open.load(Ordering::Relaxed)
+    }
+}
+
+/// A reader's connection, also after a read panicked while it held it (the connection is kept,
+/// as it would be had the read failed).
+fn lock(reader: &Mutex<Option<Reader>>) -> MutexGuard<'_, Option<Reader>> {
+    reader.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// A thread's read under way: marks its [`Slot`] busy until dropped, even by a panic.
+struct Busy<'a>(&'a AtomicBool);
+
+impl<'a> Busy<'a> {
+    fn enter(busy: &'a AtomicBool) -> Result<Self, Failure> {
+        if busy.swap(true, Ordering::Acquire) {
+            return Err(Failure::Domain(Error::Internal(
+                "a SQLite read ran inside another on one thread".into(),
+            )));
+        }
+        Ok(Self(busy))
+    }
+}
+
+impl Drop for Busy<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Release);
     }
 }

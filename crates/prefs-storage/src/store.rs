@@ -21,7 +21,7 @@ use quick_cache::sync::Cache;
 use crate::PoolStatus;
 use crate::config::{Backend, StoreConfig};
 use crate::error::{Failure, StorageError, user_conflict};
-use crate::pool::{self, Lease, PgPools, Pools, with_conn};
+use crate::pool::{Lease, PgPools, Pools, with_conn};
 use crate::postgres::PgConnector;
 use crate::read::Read;
 use crate::readers::Readers;
@@ -80,7 +80,7 @@ impl DieselStore {
     /// [`StorageError::InvalidConfig`] for an unusable URL (see [`Backend::of_url`]), a pool
     /// size of 0 or a pool wait under 1 ms.
     pub async fn connect(config: &StoreConfig) -> Result<Self, StorageError> {
-        let backend = Backend::of_url(&config.database_url)?;
+        let backend = Backend::of_url(config.database_url.expose())?;
         if config.pool_size == 0 {
             return Err(StorageError::InvalidConfig("the pool size must be at least 1".into()));
         }
@@ -88,7 +88,7 @@ impl DieselStore {
             return Err(StorageError::InvalidConfig("the pool wait must be at least 1 ms".into()));
         }
         let wait_ms = config.pool_wait.as_millis();
-        let url = &config.database_url;
+        let url = config.database_url.expose();
         let pools = match backend {
             Backend::Sqlite => {
                 let setup = format!(
@@ -97,14 +97,9 @@ impl DieselStore {
                     config.sqlite_synchronous.pragma()
                 );
                 let readers = Arc::new(Readers::new(url, setup, config.namespace_cache_bytes));
-                let opener = readers.clone();
-                let writer = Writer::start(
-                    move || {
-                        sqlite::inline(pool::open(&opener.url, &opener.setup_sql))?.map_err(Failure::from)
-                    },
-                    config.pool_wait,
-                )
-                .map_err(|e| StorageError::InvalidConfig(format!("cannot start the SQLite writer: {e}")))?;
+                let writer = Writer::start(readers.clone(), config.pool_wait).map_err(|e| {
+                    StorageError::InvalidConfig(format!("cannot start the SQLite writer: {e}"))
+                })?;
                 Pools::Sqlite { readers, writer }
             }
             Backend::Postgres => {
@@ -216,7 +211,7 @@ impl DieselStore {
     /// uncached part of [`UserStore::provision`].
     async fn find_or_sign_up(&self, subject: &str, username: &Username, id: Option<UserId>) -> Result<User> {
         for _ in 0..SIGN_UP_ATTEMPTS {
-            match self.user_by_subject(subject).await? {
+            match self.stored_user_by_subject(subject).await? {
                 Some(user) if id.is_some_and(|id| id != user.id) => return Err(Error::IdentityMismatch),
                 Some(user) if user.username == *username => return Ok(user),
                 Some(_) => {}
@@ -233,6 +228,13 @@ impl DieselStore {
                 // The id was taken meanwhile: by this subject (a concurrent first sign-in), by
                 // another, or, without `id`, by an explicit insert under way. Look again.
                 Err(Error::IdentityMismatch) => {}
+                // A concurrent first sign-in of this subject may have inserted it with this
+                // username first: PostgreSQL then reports the username's unique index, which
+                // `ON CONFLICT (subject)` does not cover. Look again.
+                Err(Error::UsernameTaken(name)) => match self.stored_user_by_subject(subject).await? {
+                    Some(user) if user.username == *username => {}
+                    _ => return Err(Error::UsernameTaken(name)),
+                },
                 signed_up => return signed_up,
             }
         }
@@ -277,8 +279,8 @@ impl DieselStore {
         )
     }
 
-    /// The user with this subject, if any.
-    async fn user_by_subject(&self, subject: &str) -> Result<Option<User>> {
+    /// The user with this subject as the database has it, if any.
+    async fn stored_user_by_subject(&self, subject: &str) -> Result<Option<User>> {
         // Lookups by a unique key use `get_result`, not `first`: `first` binds a `LIMIT`, and
         // SQLite re-plans a statement whose `LIMIT` is re-bound, on every call.
         with_conn!(self, |conn| {
@@ -373,6 +375,13 @@ impl UserStore for DieselStore {
             users.insert(user.subject.clone(), user.clone());
         }
         Ok(user)
+    }
+
+    async fn user_by_subject(&self, subject: &str) -> Result<Option<User>> {
+        if let Some(user) = self.users.as_ref().and_then(|users| users.get(subject)) {
+            return Ok(Some(user));
+        }
+        self.stored_user_by_subject(subject).await
     }
 
     async fn user_by_id(&self, id: UserId) -> Result<Option<User>> {
@@ -489,16 +498,24 @@ impl PreferenceStore for DieselStore {
         self.noticing(written)
     }
 
-    /// SQLite: the database answers. PostgreSQL: it answers and takes writes: a server in
-    /// recovery (a standby) or with `default_transaction_read_only` would refuse every write, so
-    /// the instance is not ready until it does (or, with several hosts and
-    /// `target_session_attrs=read-write`, until its connections move to the new primary).
+    /// The database answers and takes writes, so the instance is not ready while every write
+    /// would fail. SQLite: a write transaction through the writer, as every write goes, holding
+    /// one statement that writes no row; it fails as a write would on a file or folder SQLite
+    /// may not write, or while another process holds the write lock past the pool wait.
+    /// PostgreSQL: a server in recovery (a standby) or with `default_transaction_read_only` would
+    /// refuse every write, so the instance is not ready until it does (or, with several hosts
+    /// and `target_session_attrs=read-write`, until its connections move to the new primary).
     async fn ping(&self) -> Result<()> {
-        if self.backend() == Backend::Sqlite {
-            return with_conn!(self, |conn| {
-                diesel::select(1.into_sql::<diesel::sql_types::Integer>()).get_result::<i32>(conn).await?;
-                Ok(())
-            });
+        if let Pools::Sqlite { writer, .. } = &self.pools {
+            // `BEGIN IMMEDIATE` alone succeeds on a file SQLite opened read-only; a write statement
+            // does not. Matching no row, it changes no page: its commit neither syncs nor tells
+            // the readers the database changed, and it joins the writes queued with it.
+            let probe = |conn: &mut sqlite::SqliteConn| {
+                let statement = "UPDATE users SET version = version WHERE 0";
+                sqlite::inline(diesel_async::SimpleAsyncConnection::batch_execute(conn, statement))?
+                    .map_err(Failure::from)
+            };
+            return writer.run(self.pool_wait, probe).await.map_err(Error::from);
         }
         let writable = with_conn!(self, |conn| {
             let writable =

@@ -17,7 +17,8 @@ use prefs_domain::Error;
 use tokio::sync::oneshot;
 
 use crate::error::{CheckoutTimeout, Failure};
-use crate::pool::finish;
+use crate::pool::{self, finish};
+use crate::readers::Readers;
 use crate::sqlite::{SqliteConn, inline};
 
 /// The most transactions committed together.
@@ -40,21 +41,28 @@ struct Job {
     task: Task,
 }
 
-type Task = Box<dyn FnOnce(Result<&mut SqliteConn, Failure>) -> Option<Answer> + Send>;
+type Task = Box<dyn FnOnce(Result<&mut SqliteConn, Failure>) -> Option<Ran> + Send>;
 type Answer = Box<dyn FnOnce(Option<Failure>) + Send>;
 
+/// A transaction that ran: how to answer it, and whether the database refused its write as
+/// read-only. SQLite opens a file it may not write read-only, and the connection stays so when
+/// the file becomes writable: the writer then closes every connection ([`Readers::close_all`])
+/// and opens a new one for the next batch.
+struct Ran {
+    answer: Answer,
+    read_only: bool,
+}
+
 impl Writer {
-    /// Starts the writer thread; `open` makes its connection, again after one broke.
-    pub(crate) fn start(
-        open: impl Fn() -> Result<SqliteConn, Failure> + Send + 'static,
-        wait: Duration,
-    ) -> std::io::Result<Self> {
+    /// Starts the writer thread, which opens its connection as `readers` open theirs (again after
+    /// one broke).
+    pub(crate) fn start(readers: Arc<Readers>, wait: Duration) -> std::io::Result<Self> {
         let (jobs, queue) = mpsc::channel();
         let queued = Arc::new(AtomicUsize::new(0));
         let taken = queued.clone();
         std::thread::Builder::new()
             .name("prefs-sqlite-writer".into())
-            .spawn(move || work(&queue, &taken, open, wait))?;
+            .spawn(move || work(&queue, &taken, &readers, wait))?;
         Ok(Self { jobs, queued })
     }
 
@@ -82,7 +90,10 @@ impl Writer {
                 Ok(_) if answer.is_closed() || !transition(&started, RUNNING) => None,
                 Ok(conn) => {
                     let out = savepoint(conn, body);
-                    Some(Box::new(move |failed: Option<Failure>| drop(answer.send(failed.map_or(out, Err)))))
+                    let read_only = matches!(&out, Err(failure) if failure.read_only());
+                    let answer =
+                        Box::new(move |failed: Option<Failure>| drop(answer.send(failed.map_or(out, Err))));
+                    Some(Ran { answer, read_only })
                 }
                 Err(failure) => {
                     drop(answer.send(Err(failure)));
@@ -130,12 +141,8 @@ fn savepoint<T>(
 
 /// The writer thread: takes the queued jobs, up to [`BATCH`] at a time, runs them in one
 /// transaction and answers them after its commit.
-fn work(
-    queue: &mpsc::Receiver<Job>,
-    queued: &AtomicUsize,
-    open: impl Fn() -> Result<SqliteConn, Failure>,
-    wait: Duration,
-) {
+fn work(queue: &mpsc::Receiver<Job>, queued: &AtomicUsize, readers: &Readers, wait: Duration) {
+    let open = || inline(pool::open(&readers.url, &readers.setup_sql))?.map_err(Failure::from);
     let mut conn: Option<SqliteConn> = None;
     while let Ok(first) = queue.recv() {
         let now = Instant::now();
@@ -155,22 +162,37 @@ fn work(
         let mut open = match begun {
             Ok(open) => open,
             Err(failure) => {
+                if failure.read_only() {
+                    readers.close_all();
+                }
                 let failure = shared(failure);
                 live.into_iter().for_each(|job| drop((job.task)(Err(failure()))));
                 continue;
             }
         };
-        let answers: Vec<Answer> = live.into_iter().filter_map(|job| (job.task)(Ok(&mut open))).collect();
+        let ran: Vec<Ran> = live.into_iter().filter_map(|job| (job.task)(Ok(&mut open))).collect();
+        let read_only = ran.iter().any(|ran| ran.read_only);
+        let answers = ran.into_iter().map(|ran| ran.answer);
         let commit = <SqliteConn as AsyncConnection>::TransactionManager::commit_transaction(&mut open);
         match inline(commit).and_then(|done| done.map_err(Failure::from)) {
-            Ok(()) => {
+            Ok(()) if !read_only => {
                 conn = Some(open);
-                answers.into_iter().for_each(|answer| answer(None));
+                answers.for_each(|answer| answer(None));
+            }
+            Ok(()) => {
+                // Its own connection first, so that none is left open.
+                drop(open);
+                readers.close_all();
+                answers.for_each(|answer| answer(None));
             }
             // The connection is dropped: closing it rolls back whatever is left.
             Err(failure) => {
+                drop(open);
+                if failure.read_only() {
+                    readers.close_all();
+                }
                 let failure = shared(failure);
-                answers.into_iter().for_each(|answer| answer(Some(failure())));
+                answers.for_each(|answer| answer(Some(failure())));
             }
         }
     }

@@ -7,6 +7,9 @@ use anyhow::bail;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use prefs_domain::Limits;
 use prefs_http::auth::{ClaimMap, KeySources, Secret, claim_list, parse_algorithm, value_list};
+use prefs_http::client::{Proxies, PublicUrl};
+use prefs_http::deadlines::Deadlines;
+use prefs_http::rate_limits::{Rate, RateLimits};
 use prefs_http::{BrowserConfig, Claims, JwtConfig, SameSite, Traffic};
 use prefs_storage::{SqliteSynchronous, StoreConfig};
 
@@ -135,7 +138,34 @@ pub struct ServeArgs {
 
 /// How prefs meets the traffic it gets: deadlines, rate limits, trusted proxies.
 #[derive(Debug, Clone, Args)]
-pub struct TrafficArgs {}
+pub struct TrafficArgs {
+    /// How long a request body may take to arrive whole, from when prefs starts reading it (`10s`
+    /// unless given); later, 408 and the connection is closed.
+    #[arg(long, env = "PREFS_BODY_TIMEOUT", value_parser = humantime::parse_duration)]
+    pub body_timeout: Option<Duration>,
+    /// How long a client may read nothing of its answer before it is dropped (`30s` unless given;
+    /// enforced on Linux).
+    #[arg(long, env = "PREFS_SEND_TIMEOUT", value_parser = humantime::parse_duration)]
+    pub send_timeout: Option<Duration>,
+    /// Proxies whose `Forwarded` and `X-Forwarded-For/-Proto/-Host` headers are believed: networks
+    /// in CIDR notation, comma-separated (`10.0.0.0/8, ::1/128`); a bare address is that address.
+    /// From any other peer those headers are ignored.
+    #[arg(long, env = "PREFS_TRUSTED_PROXIES")]
+    pub trusted_proxies: Option<Proxies>,
+    /// The URL prefs is reached at from outside (`https://prefs.example.com`, or with a path
+    /// prefix `https://example.com/prefs`): the base of every absolute link it writes.
+    #[arg(long, env = "PREFS_PUBLIC_URL")]
+    pub public_url: Option<PublicUrl>,
+    /// Requests per authenticated user and instance: `N/s` or `N/min` (bursts of 2N), or `off`.
+    #[arg(long, env = "PREFS_RATE_LIMIT_USER", default_value_t = RateLimits::default().user)]
+    pub rate_limit_user: Rate,
+    /// Requests without a valid token per client address and instance: `N/s`, `N/min` or `off`.
+    #[arg(long, env = "PREFS_RATE_LIMIT_ADDRESS", default_value_t = RateLimits::default().address)]
+    pub rate_limit_address: Rate,
+    /// New users (first sign-ins) per client address and instance: `N/s`, `N/min` or `off`.
+    #[arg(long, env = "PREFS_RATE_LIMIT_SIGNUPS", default_value_t = RateLimits::default().signups)]
+    pub rate_limit_signups: Rate,
+}
 
 impl TrafficArgs {
     /// The HTTP adapter's configuration.
@@ -143,7 +173,20 @@ impl TrafficArgs {
     /// # Errors
     /// When a value does not parse.
     pub fn config(&self) -> anyhow::Result<Traffic> {
-        Ok(Traffic::default())
+        let default = Deadlines::default();
+        Ok(Traffic {
+            deadlines: Deadlines {
+                body: self.body_timeout.unwrap_or(default.body),
+                send: self.send_timeout.unwrap_or(default.send),
+            },
+            proxies: self.trusted_proxies.clone().unwrap_or_default(),
+            public_url: self.public_url.clone(),
+            rate_limits: RateLimits {
+                user: self.rate_limit_user,
+                address: self.rate_limit_address,
+                signups: self.rate_limit_signups,
+            },
+        })
     }
 }
 
@@ -215,8 +258,8 @@ pub struct DatabaseArgs {
     #[arg(long, env = "PREFS_DB_POOL_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
     pub pool_timeout: Duration,
     /// SQLite `synchronous`: `full` survives power loss; `normal` is faster and survives a crash.
-    #[arg(long, env = "PREFS_SQLITE_SYNCHRONOUS", value_enum, default_value_t = Synchronous::Full)]
-    pub sqlite_synchronous: Synchronous,
+    #[arg(long, env = "PREFS_SQLITE_SYNCHRONOUS", default_value = "full")]
+    pub sqlite_synchronous: SqliteSynchronous,
     /// Users remembered by subject, so a token resolves without a query; 0 turns it off.
     #[arg(long, env = "PREFS_USER_CACHE", default_value_t = StoreConfig::DEFAULT_USER_CACHE)]
     pub user_cache: usize,
@@ -232,15 +275,6 @@ pub struct DatabaseArgs {
     pub pg_prepared_statements: bool,
 }
 
-/// SQLite durability settings.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Synchronous {
-    /// `PRAGMA synchronous=FULL`.
-    Full,
-    /// `PRAGMA synchronous=NORMAL`.
-    Normal,
-}
-
 impl DatabaseArgs {
     /// The storage adapter's configuration.
     pub fn store_config(&self) -> StoreConfig {
@@ -250,10 +284,7 @@ impl DatabaseArgs {
         config.user_cache = self.user_cache;
         config.namespace_cache_bytes = self.namespace_cache_bytes;
         config.pg_prepared_statements = self.pg_prepared_statements;
-        config.sqlite_synchronous = match self.sqlite_synchronous {
-            Synchronous::Full => SqliteSynchronous::Full,
-            Synchronous::Normal => SqliteSynchronous::Normal,
-        };
+        config.sqlite_synchronous = self.sqlite_synchronous;
         config
     }
 }
@@ -359,6 +390,9 @@ pub struct LimitArgs {
     /// Most keys per user and namespace.
     #[arg(long, env = "PREFS_MAX_KEYS", default_value_t = Limits::default().max_keys)]
     pub max_keys: usize,
+    /// Most bytes per user and namespace: keys plus values serialized.
+    #[arg(long, env = "PREFS_MAX_NAMESPACE_BYTES", default_value_t = Limits::default().max_namespace_bytes)]
+    pub max_namespace_bytes: usize,
     /// Largest request body in bytes.
     #[arg(long, env = "PREFS_MAX_BODY_BYTES", default_value_t = Limits::default().max_body_bytes)]
     pub max_body_bytes: usize,
@@ -437,6 +471,7 @@ impl ServeArgs {
             limits: Limits {
                 max_value_bytes: self.limits.max_value_bytes,
                 max_keys: self.limits.max_keys,
+                max_namespace_bytes: self.limits.max_namespace_bytes,
                 max_body_bytes: self.limits.max_body_bytes,
                 ..Limits::default()
             },
@@ -492,5 +527,18 @@ mod tests {
         assert!(config.jwt_cookies);
         assert_eq!((config.csrf_cookie_same_site, config.csrf_cookie_secure), (SameSite::Lax, false));
         assert_eq!(config.validate(), Ok(()));
+    }
+
+    #[test]
+    fn deadline_options() {
+        let cli = Cli::try_parse_from(["prefs"]).unwrap();
+        assert_eq!(cli.serve.traffic.config().unwrap().deadlines, Deadlines::default());
+        let cli = Cli::try_parse_from(["prefs", "--body-timeout", "1500ms", "--send-timeout", "2m"]).unwrap();
+        let deadlines = cli.serve.traffic.config().unwrap().deadlines;
+        assert_eq!(
+            deadlines,
+            Deadlines { body: Duration::from_millis(1500), send: Duration::from_secs(120) }
+        );
+        assert!(Cli::try_parse_from(["prefs", "--body-timeout", "soon"]).is_err());
     }
 }

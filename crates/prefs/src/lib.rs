@@ -11,7 +11,7 @@ use std::sync::Arc;
 use actix_web::{HttpServer, dev::Server, web};
 use anyhow::Context;
 use prefs_domain::{Limits, PreferenceService};
-use prefs_http::{AppState, BrowserConfig, JwtConfig, Metrics, PoolStats, Traffic, Verifier};
+use prefs_http::{AppState, BrowserConfig, JwtConfig, Metrics, PoolStats, RateLimiters, Traffic, Verifier};
 use prefs_storage::{DieselStore, StoreConfig};
 
 /// Everything `prefs serve` needs.
@@ -76,6 +76,7 @@ impl Application {
         let state = web::Data::new(AppState {
             service: PreferenceService::new(Arc::new(store), settings.limits),
             verifier,
+            rate_limiters: RateLimiters::new(&settings.traffic.rate_limits, &metrics),
             metrics,
             browser: settings.browser.clone(),
             traffic: settings.traffic.clone(),
@@ -83,6 +84,8 @@ impl Application {
         let listener =
             TcpListener::bind(&settings.bind).with_context(|| format!("binding {}", settings.bind))?;
         let port = listener.local_addr()?.port();
+        prefs_http::deadlines::limit_sends(&listener, settings.traffic.deadlines.send)
+            .context("setting the send deadline on the listening socket")?;
         let mut server = HttpServer::new(move || prefs_http::app(state.clone()));
         if let Some(workers) = settings.workers {
             server = server.workers(workers);

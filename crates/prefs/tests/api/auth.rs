@@ -10,7 +10,9 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
 use crate::backend_tests;
-use crate::helpers::{TestApp, now, sign, sign_with, spawn, spawn_custom, token};
+use crate::helpers::{
+    TestApp, no_address_limit, now, sign, sign_with, spawn, spawn_custom, spawn_traffic, token,
+};
 
 const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures");
 
@@ -113,7 +115,8 @@ backend_tests!(
 );
 
 async fn forged_and_malformed_hs256_tokens(backend: Backend) {
-    let app = spawn(backend).await;
+    // Hundreds of bad tokens from one address.
+    let app = spawn_traffic(backend, no_address_limit()).await;
     assert_accepted(&app, &token("alice", &[]), "control").await;
     assert_accepted(&app, &sign(&with(claims(), "exp", json!(now() - 30))), "exp 30 s ago, within leeway")
         .await;

@@ -58,6 +58,7 @@ backend_tests!(
     bad_input_is_rejected_and_changes_nothing,
     bodies_over_the_limit_are_413,
     routes_methods_and_headers,
+    stored_bytes_are_limited,
 );
 
 async fn owner_reads_and_writes(backend: Backend) {
@@ -409,4 +410,44 @@ async fn routes_methods_and_headers(backend: Backend) {
         assert_eq!(reply.status, StatusCode::NOT_FOUND, "{path}");
         assert_edx_error(&reply);
     }
+}
+
+/// A user's stored bytes (keys plus values as compact JSON) are limited (docs/contract.md §1.4,
+/// §4.1): a write over the limit is 400 naming the member that takes it over, and writes nothing;
+/// exactly at the limit is fine; once the limit is lowered, the preferences may shrink.
+async fn stored_bytes_are_limited(backend: Backend) {
+    let limits =
+        |max_namespace_bytes| prefs_domain::Limits { max_namespace_bytes, ..prefs_domain::Limits::default() };
+    let app = spawn_with(backend, limits(100)).await;
+    let alice = token("alice", &[]);
+    // `a` and its value take 1 + 42 bytes; `b` and a value of 55 letters 1 + 57: 101 in all.
+    let reply = app.json(Method::PATCH, &list("alice"), &alice, MERGE, &json!({"a": "x".repeat(40)})).await;
+    assert_eq!(reply.status, StatusCode::NO_CONTENT, "{reply:?}");
+    let before = snapshot(&app).await;
+    let over = "y".repeat(55);
+
+    let reply = app.json(Method::PATCH, &list("alice"), &alice, MERGE, &json!({"b": over})).await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{reply:?}");
+    let errors = reply.json()["field_errors"].clone();
+    assert_eq!(
+        errors.as_object().map(|e| e.keys().map(String::as_str).collect()),
+        Some(vec!["b"]),
+        "{errors}"
+    );
+    let message = errors["b"]["developer_message"].as_str().unwrap();
+    assert!(message.contains("101 bytes") && message.contains("limit is 100 bytes"), "{message}");
+    assert_eq!(snapshot(&app).await, before);
+
+    let reply = app.json(Method::PUT, &one("alice", "b"), &alice, JSON, &json!(over)).await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{reply:?}");
+    assert_edx_error(&reply);
+    let message = reply.json()["developer_message"].as_str().unwrap().to_owned();
+    assert!(message.contains("'b'") && message.contains("101 bytes"), "{message}");
+    assert_eq!(snapshot(&app).await, before);
+
+    let reply = app.json(Method::PUT, &one("alice", "b"), &alice, JSON, &json!("y".repeat(54))).await;
+    assert_eq!(reply.status, StatusCode::NO_CONTENT, "exactly at the limit: {reply:?}");
+    let app = app.with_limits(limits(50)).await;
+    let reply = app.json(Method::PATCH, &list("alice"), &alice, MERGE, &json!({"a": null})).await;
+    assert_eq!(reply.status, StatusCode::NO_CONTENT, "57 bytes, over 50 but less than before: {reply:?}");
 }

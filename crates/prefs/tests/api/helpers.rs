@@ -104,6 +104,16 @@ pub async fn spawn_traffic(backend: Backend, traffic: Traffic) -> TestApp {
         .await
 }
 
+/// The default traffic settings without the rate limit per address on requests without a valid
+/// token: for tests that send many bad tokens from one address on purpose.
+pub fn no_address_limit() -> Traffic {
+    let rate_limits = prefs_http::rate_limits::RateLimits {
+        address: prefs_http::rate_limits::Rate::Off,
+        ..Default::default()
+    };
+    Traffic { rate_limits, ..Traffic::default() }
+}
+
 /// Starts a server on a fresh database of `backend` with every setting given.
 pub async fn spawn_all(
     backend: Backend,
@@ -112,7 +122,17 @@ pub async fn spawn_all(
     browser: BrowserConfig,
     traffic: Traffic,
 ) -> TestApp {
-    let database = prefs_storage::testing::scratch(backend).await;
+    serve(prefs_storage::testing::scratch(backend).await, limits, jwt, browser, traffic).await
+}
+
+/// Starts a server on `database`.
+async fn serve(
+    database: Scratch,
+    limits: Limits,
+    jwt: JwtConfig,
+    browser: BrowserConfig,
+    traffic: Traffic,
+) -> TestApp {
     let settings = Settings {
         bind: "127.0.0.1:0".into(),
         store: database.config(),
@@ -130,6 +150,19 @@ pub async fn spawn_all(
 }
 
 impl TestApp {
+    /// Another server on this one's database, with `limits` and otherwise the defaults (as prefs
+    /// restarted with other limits); this one goes on running.
+    pub async fn with_limits(self, limits: Limits) -> TestApp {
+        serve(
+            self._database,
+            limits,
+            JwtConfig::with_secret(SECRET),
+            BrowserConfig::default(),
+            Traffic::default(),
+        )
+        .await
+    }
+
     /// Sends a request; `body` goes with `content_type` when given.
     pub async fn send(
         &self,

@@ -5,12 +5,15 @@ mod auth;
 mod browser;
 mod clients;
 mod conditional;
+mod deadlines;
 mod edx;
 mod helpers;
 mod namespaces;
 mod openapi;
 mod ops;
 mod providers;
+mod proxies;
+mod rate_limits;
 mod records;
 
 /// Runs each listed `async fn(Backend)` once per backend, as `sqlite::name` and `postgres::name`.

@@ -50,6 +50,7 @@ backend_tests!(
     users_are_isolated_and_admins_act_for_others,
     errors_are_jsonapi_and_change_nothing,
     namespaces_are_separate_from_global,
+    stored_bytes_are_limited,
 );
 
 async fn namespace_lifecycle(backend: Backend) {
@@ -423,4 +424,47 @@ async fn namespaces_are_separate_from_global(backend: Backend) {
         read(&app, "/preferences/appB", &client_token("alice", Some("appB"), &[R], &[])).await,
         json!({})
     );
+}
+
+/// A namespace's stored bytes (keys plus values as compact JSON) are limited (docs/contract.md
+/// §1.4, §4.1): a write over the limit is 413, points at the member that takes the namespace over
+/// and writes nothing; exactly at the limit is fine; once the limit is lowered below what is
+/// stored, the namespace may shrink but not grow.
+async fn stored_bytes_are_limited(backend: Backend) {
+    use StatusCode as S;
+    let limits =
+        |max_namespace_bytes| prefs_domain::Limits { max_namespace_bytes, ..prefs_domain::Limits::default() };
+    let app = spawn_with(backend, limits(100)).await;
+    let alice = rw("alice");
+    let path = "/preferences/appA";
+    // `a` and its value take 1 + 42 bytes; `b` and a value of 54 letters 1 + 56: 100 in all.
+    let a = "x".repeat(40);
+    let reply = app.json(Method::PUT, path, &alice, JSON, &json!({"a": a})).await;
+    assert_eq!(reply.status, S::NO_CONTENT, "{reply:?}");
+    let before = read(&app, path, &alice).await;
+    let over = "y".repeat(55);
+    for (method, at, content_type, body) in [
+        (Method::PATCH, path.to_owned(), MERGE, json!({"b": over})),
+        (Method::PUT, path.to_owned(), JSON, json!({"a": a, "b": over})),
+        (Method::PUT, format!("{path}/b"), JSON, json!(over)),
+    ] {
+        let reply = app.json(method.clone(), &at, &alice, content_type, &body).await;
+        assert_jsonapi(&reply, S::PAYLOAD_TOO_LARGE, "payload-too-large");
+        let error = &reply.json()["errors"][0];
+        assert_eq!(error["source"]["pointer"], json!("/b"), "{method} {at}");
+        let detail = error["detail"].as_str().unwrap();
+        assert!(detail.contains("101 bytes") && detail.contains("limit is 100 bytes"), "{detail}");
+        assert_eq!(read(&app, path, &alice).await, before, "{method} {at} wrote something");
+    }
+    let at_limit = app.json(Method::PATCH, path, &alice, MERGE, &json!({"b": "y".repeat(54)})).await;
+    assert_eq!(at_limit.status, S::OK, "{at_limit:?}");
+
+    let app = app.with_limits(limits(50)).await;
+    let grow = app.json(Method::PUT, &format!("{path}/c"), &alice, JSON, &json!(1)).await;
+    assert_jsonapi(&grow, S::PAYLOAD_TOO_LARGE, "payload-too-large");
+    let shrink = app.json(Method::PATCH, path, &alice, MERGE, &json!({"a": null})).await;
+    assert_eq!(shrink.status, S::OK, "57 bytes, still over 50 but less than before: {shrink:?}");
+    assert_eq!(read(&app, path, &alice).await, json!({"b": "y".repeat(54)}));
+    let shrink = app.json(Method::PUT, &format!("{path}/b"), &alice, JSON, &json!("y".repeat(50))).await;
+    assert_eq!(shrink.status, S::NO_CONTENT, "{shrink:?}");
 }

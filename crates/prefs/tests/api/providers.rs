@@ -11,13 +11,13 @@ use jsonwebtoken::jwk::{Jwk, JwkSet};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use prefs_domain::Limits;
 use prefs_http::auth::{ClaimMap, claim_list, value_list};
-use prefs_http::{JwtConfig, KeySources};
+use prefs_http::{BrowserConfig, JwtConfig, KeySources};
 use prefs_storage::Backend;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
 use crate::backend_tests;
-use crate::helpers::{TestApp, now, spawn_custom};
+use crate::helpers::{TestApp, no_address_limit, now, spawn_all, spawn_custom};
 
 const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures");
 
@@ -238,7 +238,10 @@ async fn unknown_kids_fetch_at_most_once(backend: Backend) {
     let key = Signer::new("rs256", Algorithm::RS256, Some("k1"));
     let server = KeyServer::start(&[&key]).await;
     let discovery = format!("{}/.well-known/openid-configuration", server.base);
-    let app = spawn_custom(backend, Limits::default(), jwks_url(discovery)).await;
+    // 1,000 bad tokens from one address.
+    let traffic = no_address_limit();
+    let app =
+        spawn_all(backend, Limits::default(), jwks_url(discovery), BrowserConfig::default(), traffic).await;
     assert!(ready_within(&app, 10).await);
     assert_eq!(
         edx_get(&app, "alice", &key.sign(&claims("alice"))).await,

@@ -54,6 +54,7 @@ backend_tests!(
     authorization_matrix,
     visible_across_dialects,
     errors_use_the_record_envelope,
+    stored_bytes_are_limited,
 );
 
 async fn record_lifecycle(backend: Backend) {
@@ -380,4 +381,40 @@ async fn errors_use_the_record_envelope(backend: Backend) {
     let reply = app.send(Method::DELETE, &list("me"), Some(&alice), None, None).await;
     assert_error(&reply, StatusCode::METHOD_NOT_ALLOWED);
     assert_eq!(reply.header("allow"), Some("GET, HEAD, POST, OPTIONS"));
+}
+
+/// A user's records' stored bytes (keys plus values as compact JSON) are limited
+/// (docs/contract.md §1.4, §4.1): a write over the limit is 400 `too-large` on the field that
+/// takes it over (`value`, or `key` for a rename alone), and writes nothing; exactly at the limit
+/// is fine; once the limit is lowered, the records may shrink but not grow.
+async fn stored_bytes_are_limited(backend: Backend) {
+    let limits =
+        |max_namespace_bytes| prefs_domain::Limits { max_namespace_bytes, ..prefs_domain::Limits::default() };
+    let app = spawn_with(backend, limits(100)).await;
+    let alice = token("alice", &[]);
+    // `a` and its value take 1 + 42 bytes, `b` and its value 1 + 14: 58 in all.
+    let a = post(&app, "alice", "me", &json!({"key": "a", "value": "x".repeat(40)})).await.json();
+    let b = post(&app, "alice", "me", &json!({"key": "b", "value": "y".repeat(12)})).await.json();
+    let before = records(&app).await;
+    let b_at = one("me", &b["id"]);
+    for (method, path, body, field) in [
+        (Method::POST, list("me"), json!({"key": "c", "value": "z".repeat(40)}), "value"),
+        (Method::PATCH, b_at.clone(), json!({"value": "y".repeat(55)}), "value"),
+        (Method::PUT, b_at.clone(), json!({"key": "b", "value": "y".repeat(55)}), "value"),
+        (Method::PATCH, b_at.clone(), json!({"key": "b".repeat(44)}), "key"),
+    ] {
+        let reply = app.json(method.clone(), &path, &alice, JSON, &body).await;
+        assert_field_error(&reply, field, "too-large");
+        let message = reply.json()["errors"][0]["messages"][0]["message"].as_str().unwrap().to_owned();
+        assert!(message.contains("101 bytes") && message.contains("limit is 100 bytes"), "{message}");
+        assert_eq!(records(&app).await, before, "{method} {body} changed something");
+    }
+    let reply = app.json(Method::PATCH, &b_at, &alice, JSON, &json!({"key": "b".repeat(43)})).await;
+    assert_eq!(reply.status, StatusCode::OK, "exactly at the limit: {reply:?}");
+
+    let app = app.with_limits(limits(50)).await;
+    let reply = post(&app, "alice", "me", &json!({"key": "c", "value": 1})).await;
+    assert_field_error(&reply, "value", "too-large");
+    let reply = app.json(Method::PATCH, &one("me", &a["id"]), &alice, JSON, &json!({"value": "x"})).await;
+    assert_eq!(reply.status, StatusCode::OK, "61 bytes, over 50 but less than before: {reply:?}");
 }
