@@ -10,7 +10,7 @@ use std::str::FromStr;
 use serde_json::{Map, Value};
 use unicode_properties::{GeneralCategoryGroup, UnicodeGeneralCategory};
 
-use crate::error::{Error, FieldError, Result};
+use crate::error::{Error, FieldCode, FieldError, Result};
 use crate::model::PreferenceKey;
 
 /// The message Open edX gives for an empty or non-object PATCH body.
@@ -529,7 +529,7 @@ pub fn parse_key(key: &str) -> Result<PreferenceKey, FieldError> {
     match PreferenceKey::parse(trimmed) {
         Ok(parsed) if has_word && length <= MAX_KEY_CHARS => Ok(parsed),
         _ => {
-            let code = if length > MAX_KEY_CHARS { "too-large" } else { "invalid-key" };
+            let code = if length > MAX_KEY_CHARS { FieldCode::TooLarge } else { FieldCode::InvalidKey };
             Err(FieldError::new(key, code, format!("Invalid user preference key '{key}'."))
                 .with_developer_message(format!(
                     "Key '{key}': a key has 1 to {MAX_KEY_CHARS} characters, one of them from \
@@ -554,17 +554,17 @@ pub fn normalize_value(key: &str, value: &Python) -> Result<String, FieldError> 
     if text.is_empty() {
         return Err(FieldError::new(
             key,
-            "empty",
+            FieldCode::Empty,
             format!("Preference '{key}' cannot be set to an empty value."),
         ));
     }
     if text.contains('\0') {
-        return Err(FieldError::new(key, "invalid-value", NULL_CHARACTERS));
+        return Err(FieldError::new(key, FieldCode::InvalidValue, NULL_CHARACTERS));
     }
     if key == TIME_ZONE_KEY && chrono_tz::Tz::from_str(&text).is_err() {
         return Err(FieldError::new(
             key,
-            "invalid-value",
+            FieldCode::InvalidValue,
             format!("Value '{text}' is not a valid time zone selection."),
         )
         .with_developer_message(format!(
@@ -582,7 +582,7 @@ pub fn normalize_value(key: &str, value: &Python) -> Result<String, FieldError> 
 /// The first [`FieldError`] found, naming `key` as sent.
 pub fn normalize_member(key: &str, value: &Python) -> Result<(PreferenceKey, String), FieldError> {
     match normalize_value(key, value) {
-        Err(empty) if empty.code == "empty" => Err(empty),
+        Err(empty) if empty.code == FieldCode::Empty => Err(empty),
         checked => {
             let key = parse_key(key)?;
             checked.map(|text| (key, text))
@@ -603,9 +603,9 @@ pub fn normalize_patch(body: &str) -> Result<Map<String, Value>> {
     let members = match Python::from_json(body) {
         Ok(Python::Dict(members)) if !members.is_empty() => members,
         Err(error) if !body.trim().is_empty() => {
-            return Err(Error::invalid(FieldError::new("", "invalid-json", error.to_string())));
+            return Err(Error::invalid(FieldError::new("", FieldCode::InvalidJson, error.to_string())));
         }
-        _ => return Err(Error::invalid(FieldError::new("", "no-data", NO_DATA))),
+        _ => return Err(Error::invalid(FieldError::new("", FieldCode::NoData, NO_DATA))),
     };
     let mut normalized = Map::with_capacity(members.len());
     let mut errors = Vec::new();
@@ -738,7 +738,7 @@ mod tests {
             let err = normalize_value("k", &value(blank)).unwrap_err();
             assert_eq!(
                 (err.code, err.user_message.as_str()),
-                ("empty", "Preference 'k' cannot be set to an empty value.")
+                (FieldCode::Empty, "Preference 'k' cannot be set to an empty value.")
             );
         }
     }
@@ -784,7 +784,7 @@ mod tests {
         }
         assert_eq!(parse_key(&"k".repeat(255)).unwrap().as_str().len(), 255);
         assert_eq!(parse_key(&format!(" {} ", "k".repeat(255))).unwrap().as_str().len(), 255);
-        assert_eq!(parse_key(&"k".repeat(256)).unwrap_err().code, "too-large");
+        assert_eq!(parse_key(&"k".repeat(256)).unwrap_err().code, FieldCode::TooLarge);
     }
 
     #[test]
@@ -795,7 +795,10 @@ mod tests {
         };
         let mut fields: Vec<_> = errors.iter().map(|e| (e.field.as_str(), e.code)).collect();
         fields.sort_unstable();
-        assert_eq!(fields, [("!!", "invalid-key"), ("blank", "empty"), ("nul", "invalid-value")]);
+        assert_eq!(
+            fields,
+            [("!!", FieldCode::InvalidKey), ("blank", FieldCode::Empty), ("nul", FieldCode::InvalidValue)]
+        );
         assert_eq!(errors[0].user_message, "Invalid user preference key '!!'.");
     }
 

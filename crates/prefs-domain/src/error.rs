@@ -2,14 +2,74 @@
 
 use std::fmt;
 
+/// What is wrong with a member: a stable machine code, shown to clients as [`FieldCode::as_str`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[non_exhaustive]
+pub enum FieldCode {
+    /// Not a valid preference key.
+    InvalidKey,
+    /// Not a valid value.
+    InvalidValue,
+    /// Not valid otherwise (a body field of the wrong type, a username, a subject, an id).
+    Invalid,
+    /// `null` where a value is needed.
+    Null,
+    /// A field the body must have is missing.
+    Required,
+    /// Empty, or only whitespace (Open edX).
+    Empty,
+    /// Nested deeper than the limit.
+    TooDeep,
+    /// Over a size limit: a key, a value, or the namespace's stored bytes.
+    TooLarge,
+    /// Over the namespace's number of keys.
+    TooManyKeys,
+    /// The key is taken.
+    Exists,
+    /// Not JSON (Open edX reads values as JSON text).
+    InvalidJson,
+    /// Nothing to write (an Open edX patch that is not an object, or empty).
+    NoData,
+    /// A query parameter given more than once.
+    Ambiguous,
+}
+
+impl FieldCode {
+    /// The code as clients see it: `invalid-key`, `invalid-value`, `invalid`, `null`,
+    /// `required`, `empty`, `too-deep`, `too-large`, `too-many-keys`, `exists`, `invalid-json`,
+    /// `no-data`, `ambiguous`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::InvalidKey => "invalid-key",
+            Self::InvalidValue => "invalid-value",
+            Self::Invalid => "invalid",
+            Self::Null => "null",
+            Self::Required => "required",
+            Self::Empty => "empty",
+            Self::TooDeep => "too-deep",
+            Self::TooLarge => "too-large",
+            Self::TooManyKeys => "too-many-keys",
+            Self::Exists => "exists",
+            Self::InvalidJson => "invalid-json",
+            Self::NoData => "no-data",
+            Self::Ambiguous => "ambiguous",
+        }
+    }
+}
+
+impl fmt::Display for FieldCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// A problem with one member of a request: which member, a stable code and a message for people.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FieldError {
     /// The member at fault: a preference key, or a body field such as `value`.
     pub field: String,
-    /// A stable machine code: `invalid-key`, `invalid-value`, `null`, `required`, `empty`,
-    /// `too-deep`, `too-large`, `too-many-keys`, `exists`.
-    pub code: &'static str,
+    /// What is wrong with it.
+    pub code: FieldCode,
     /// What a developer should know.
     pub developer_message: String,
     /// What an end user may be shown.
@@ -18,7 +78,7 @@ pub struct FieldError {
 
 impl FieldError {
     /// A field error whose developer and user messages are the same.
-    pub fn new(field: &str, code: &'static str, message: impl Into<String>) -> Self {
+    pub fn new(field: &str, code: FieldCode, message: impl Into<String>) -> Self {
         let message = message.into();
         Self { field: field.to_owned(), code, developer_message: message.clone(), user_message: message }
     }

@@ -29,7 +29,7 @@ pub mod testing;
 pub use access::{Action, Decision, Principal};
 pub use conditions::{Condition, ETag, Preconditions, ReadOutcome};
 pub use edx::parse_exact;
-pub use error::{Error, FieldError, Result};
+pub use error::{Error, FieldCode, FieldError, Result};
 pub use limits::Limits;
 #[cfg(feature = "memory")]
 pub use memory::MemoryStore;

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::{Map, Value};
 
-use crate::error::{Error, FieldError, Result};
+use crate::error::{Error, FieldCode, FieldError, Result};
 use crate::limits::Limits;
 use crate::model::{Change, MAX_NAME_BYTES, Namespace, Preference, PreferenceKey, PreferenceValue};
 
@@ -17,7 +17,11 @@ use crate::model::{Change, MAX_NAME_BYTES, Namespace, Preference, PreferenceKey,
 /// `invalid-key`.
 pub fn parse_key(key: &str) -> Result<PreferenceKey, FieldError> {
     PreferenceKey::parse(key).map_err(|e| {
-        let code = if key.chars().count() > PreferenceKey::MAX_CHARS { "too-large" } else { "invalid-key" };
+        let code = if key.chars().count() > PreferenceKey::MAX_CHARS {
+            FieldCode::TooLarge
+        } else {
+            FieldCode::InvalidKey
+        };
         FieldError::new(key, code, format!("Invalid user preference key '{key}'."))
             .with_developer_message(format!("Key '{key}': {e}."))
     })
@@ -31,10 +35,12 @@ pub fn parse_key(key: &str) -> Result<PreferenceKey, FieldError> {
 /// As [`parse_key`]; code `too-large` for a client namespace's key over the bytes.
 pub fn parse_key_in(namespace: &Namespace, key: &str) -> Result<PreferenceKey, FieldError> {
     if matches!(namespace, Namespace::Client(_)) && key.len() > MAX_NAME_BYTES {
-        return Err(FieldError::new(key, "too-large", format!("Invalid user preference key '{key}'."))
-            .with_developer_message(format!(
-                "Key '{key}': a member name has at most {MAX_NAME_BYTES} bytes."
-            )));
+        return Err(FieldError::new(
+            key,
+            FieldCode::TooLarge,
+            format!("Invalid user preference key '{key}'."),
+        )
+        .with_developer_message(format!("Key '{key}': a member name has at most {MAX_NAME_BYTES} bytes.")));
     }
     parse_key(key)
 }
@@ -179,7 +185,7 @@ pub fn check_limits(current: &[Preference], changes: &[Change], limits: &Limits)
     let member = member.map_or("", PreferenceKey::as_str);
     Err(Error::invalid(FieldError::new(
         member,
-        "too-large",
+        FieldCode::TooLarge,
         format!(
             "Writing '{member}' would take the namespace to {total} bytes (keys plus values as compact \
              JSON); the limit is {limit} bytes."

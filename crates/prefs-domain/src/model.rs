@@ -11,7 +11,7 @@ use serde::{Serialize, Serializer};
 use serde_json::Value;
 use serde_json::value::RawValue;
 
-use crate::error::FieldError;
+use crate::error::{FieldCode, FieldError};
 use crate::limits::Limits;
 
 /// The identifier prefs assigns to a user.
@@ -264,15 +264,15 @@ impl PreferenceValue {
     /// [`Limits::max_value_bytes`].
     pub fn new(value: Value, field: &str, limits: &Limits) -> Result<Self, FieldError> {
         if value.is_null() {
-            return Err(FieldError::new(field, "null", "This field may not be null."));
+            return Err(FieldError::new(field, FieldCode::Null, "This field may not be null."));
         }
         if out_of_range_number(&value) {
-            return Err(FieldError::new(field, "invalid-value", "A number is out of range."));
+            return Err(FieldError::new(field, FieldCode::InvalidValue, "A number is out of range."));
         }
         if depth(&value) > limits.max_depth {
             return Err(FieldError::new(
                 field,
-                "too-deep",
+                FieldCode::TooDeep,
                 format!("Value nests deeper than {} levels.", limits.max_depth),
             ));
         }
@@ -281,7 +281,7 @@ impl PreferenceValue {
         if size > limits.max_value_bytes {
             return Err(FieldError::new(
                 field,
-                "too-large",
+                FieldCode::TooLarge,
                 format!("Value is {size} bytes; the limit is {} bytes.", limits.max_value_bytes),
             ));
         }
@@ -469,13 +469,13 @@ mod tests {
     fn values_reject_null_depth_and_size() {
         let limits = Limits { max_value_bytes: 10, max_depth: 2, ..Limits::default() };
         let err = |v: Value| PreferenceValue::new(v, "k", &limits).unwrap_err().code;
-        assert_eq!(err(Value::Null), "null");
-        assert_eq!(err(serde_json::json!([[[]]])), "too-deep");
-        assert_eq!(err(serde_json::from_str("[1e400]").unwrap()), "invalid-value");
+        assert_eq!(err(Value::Null), FieldCode::Null);
+        assert_eq!(err(serde_json::json!([[[]]])), FieldCode::TooDeep);
+        assert_eq!(err(serde_json::from_str("[1e400]").unwrap()), FieldCode::InvalidValue);
         let big: Value = serde_json::from_str("[18446744073709551616, 1.50]").unwrap();
         let kept = PreferenceValue::new(big, "k", &Limits::default()).unwrap();
         assert_eq!(kept.as_json_text(), "[18446744073709551616,1.50]", "numbers keep their text");
-        assert_eq!(err(serde_json::json!("0123456789")), "too-large");
+        assert_eq!(err(serde_json::json!("0123456789")), FieldCode::TooLarge);
         assert!(PreferenceValue::new(serde_json::json!({"a": null}), "k", &limits).is_ok());
         assert!(PreferenceValue::new(serde_json::json!([[1]]), "k", &limits).is_ok());
     }

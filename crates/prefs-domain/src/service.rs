@@ -7,7 +7,7 @@ use serde_json::{Map, Value};
 
 use crate::access::{self, Action, Decision, Principal};
 use crate::conditions::{ETag, Preconditions};
-use crate::error::{Error, FieldError, Result};
+use crate::error::{Error, FieldCode, FieldError, Result};
 use crate::limits::Limits;
 use crate::merge_patch::{self, parse_key, parse_key_in};
 use crate::model::{Change, Namespace, Preference, PreferenceId, PreferenceValue, User, UserId, Username};
@@ -90,12 +90,14 @@ impl PreferenceService {
     /// [`Error::IdentityMismatch`] when the subject's user has another id or another user has
     /// `id`; as [`PreferenceService::sign_in`].
     pub async fn add_user(&self, subject: &str, username: &str, id: Option<UserId>) -> Result<User> {
-        let username =
-            Username::parse(username).map_err(|e| FieldError::new("username", "invalid", e.to_string()))?;
+        let username = Username::parse(username)
+            .map_err(|e| FieldError::new("username", FieldCode::Invalid, e.to_string()))?;
         crate::model::validate_subject(subject)
-            .map_err(|e| FieldError::new("subject", "invalid", e.to_string()))?;
+            .map_err(|e| FieldError::new("subject", FieldCode::Invalid, e.to_string()))?;
         if id.is_some_and(|id| id.0 <= 0) {
-            return Err(FieldError::new("id", "invalid", "A user id must be a positive integer.").into());
+            return Err(
+                FieldError::new("id", FieldCode::Invalid, "A user id must be a positive integer.").into()
+            );
         }
         self.store.provision(subject, &username, id).await
     }
@@ -545,5 +547,5 @@ fn in_field(name: &str, error: Error) -> Error {
 }
 
 fn key_exists() -> Error {
-    Error::invalid(FieldError::new("key", "exists", "A preference with this key already exists."))
+    Error::invalid(FieldError::new("key", FieldCode::Exists, "A preference with this key already exists."))
 }

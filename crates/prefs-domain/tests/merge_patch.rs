@@ -5,7 +5,8 @@
 use chrono::Utc;
 use prefs_domain::merge_patch::{check_limits, merge_patch, replace_all};
 use prefs_domain::{
-    Change, Error, Limits, Namespace, Preference, PreferenceId, PreferenceKey, PreferenceValue, UserId,
+    Change, Error, FieldCode, Limits, Namespace, Preference, PreferenceId, PreferenceKey, PreferenceValue,
+    UserId,
 };
 use proptest::prelude::*;
 use serde_json::{Map, Value, json};
@@ -96,7 +97,7 @@ fn one_bad_member_rejects_the_whole_patch() {
     };
     assert_eq!(errors.len(), 1);
     assert_eq!(errors[0].field, "bad\tkey");
-    assert_eq!(errors[0].code, "invalid-key");
+    assert_eq!(errors[0].code, FieldCode::InvalidKey);
 }
 
 #[test]
@@ -116,7 +117,7 @@ fn key_count_and_value_size_are_limited() {
     assert!(merge_patch(&namespace(&doc), &swap, &limits).is_ok());
     let big = json!({"a": "123456789"}).as_object().unwrap().clone();
     let Err(Error::Invalid(errors)) = merge_patch(&namespace(&doc), &big, &limits) else { panic!() };
-    assert_eq!(errors[0].code, "too-large");
+    assert_eq!(errors[0].code, FieldCode::TooLarge);
 }
 
 /// A namespace's bytes: its keys' bytes plus its values' compact JSON bytes.
@@ -136,7 +137,7 @@ fn namespace_bytes_are_limited_exactly_at_the_limit() {
     let limits = |max_namespace_bytes| Limits { max_namespace_bytes, ..Limits::default() };
     assert!(merge_patch(&namespace(&doc), &add, &limits(12)).is_ok());
     let Err(Error::Invalid(errors)) = merge_patch(&namespace(&doc), &add, &limits(11)) else { panic!() };
-    assert_eq!((errors[0].field.as_str(), errors[0].code), ("b", "too-large"));
+    assert_eq!((errors[0].field.as_str(), errors[0].code), ("b", FieldCode::TooLarge));
     assert!(
         errors[0].developer_message.contains("12 bytes") && errors[0].developer_message.contains("11 bytes")
     );

@@ -6,9 +6,9 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use prefs_domain::{
-    Actor, ClientId, Edit, Error, Limits, MemoryStore, Namespace, Preconditions, Preference, PreferenceId,
-    PreferenceKey, PreferenceService, PreferenceStore, Principal, Result, User, UserId, UserRef, UserStore,
-    Username,
+    Actor, ClientId, Edit, Error, FieldCode, Limits, MemoryStore, Namespace, Preconditions, Preference,
+    PreferenceId, PreferenceKey, PreferenceService, PreferenceStore, Principal, Result, User, UserId,
+    UserRef, UserStore, Username,
 };
 use serde_json::{Value, json};
 
@@ -27,7 +27,7 @@ enum Outcome {
     /// 403.
     Forbidden,
     /// 400 for an invalid member: the first one's code.
-    Invalid(&'static str),
+    Invalid(FieldCode),
     /// 400 for a namespace over its number of keys.
     TooManyKeys,
     /// Anything else, by its message.
@@ -430,9 +430,9 @@ async fn limits_hold_in_every_write() {
         (json!({"c": 1, "d": 2}), TooManyKeys),
         (json!({"a": null, "c": 1, "d": 2}), Done),
         (json!({"a": 2, "b": 3}), Done),
-        (json!({"c": "0123456789abcdef"}), Invalid("too-large")),
+        (json!({"c": "0123456789abcdef"}), Invalid(FieldCode::TooLarge)),
         (json!({"c": [[1]]}), Done),
-        (json!({"c": [[[1]]]}), Invalid("too-deep")),
+        (json!({"c": [[[1]]]}), Invalid(FieldCode::TooDeep)),
         (json!({"c": null}), Done),
     ];
     for (patch, expected) in table {

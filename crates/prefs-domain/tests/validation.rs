@@ -1,7 +1,7 @@
 //! Property tests of validation against reference models of its rules (docs/contract.md §1 and
 //! §3.1).
 
-use prefs_domain::{Limits, PreferenceKey, PreferenceValue, Username, depth, edx};
+use prefs_domain::{FieldCode, Limits, PreferenceKey, PreferenceValue, Username, depth, edx};
 use proptest::prelude::*;
 use serde_json::{Value, json};
 
@@ -83,7 +83,7 @@ proptest! {
                 prop_assert_eq!(error.field.as_str(), "k");
                 let blank = value.as_str().is_some_and(|s| s.trim().is_empty()) || value.is_null();
                 let nul = value.as_str().is_some_and(|s| s.contains('\0'));
-                prop_assert_eq!(blank, error.code == "empty", "{}", value);
+                prop_assert_eq!(blank, error.code == FieldCode::Empty, "{}", value);
                 prop_assert!(blank || nul, "{} was refused: {:?}", value, error);
             }
         }

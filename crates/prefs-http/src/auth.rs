@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 pub use claims::{ClaimMap, ClaimPath, claim_list, value_list};
 pub use keyring::{KeySources, Secret};
 pub use keys::{KeyError, MIN_SECRET_BYTES, parse_algorithm};
-pub use verify::{JwtConfig, LEEWAY_SECONDS, Rejection, TOKEN_CACHE_BYTES, Verifier};
+pub use verify::{JwtConfig, LEEWAY_SECONDS, Rejection, TOKEN_CACHE_BYTES, Verification, Verifier};
 
 use crate::AppState;
 use crate::error::{Dialect, Failure, Problem};
@@ -94,11 +94,12 @@ impl<D: Dialect> FromRequest for Authenticated<D> {
         let client = crate::client::address(req);
         Box::pin(async move {
             let state = state.ok_or_else(|| Problem::Unauthorized("not configured".into()))?;
-            let verified = match token {
-                Ok(token) => state.verifier.verify(&token).await,
-                Err(why) => Err(Rejection::Unauthorized(why)),
+            let token = token.map_err(Rejection::Unauthorized);
+            let verified = match &token {
+                Ok(token) => state.verifier.verify(token).await,
+                Err(why) => Err(why.clone()),
             };
-            let principal = verified.map_err(|r| match r {
+            let Verification { principal, remembered } = verified.map_err(|r| match r {
                 // No valid token: counted per client address, 429 over the limit. Only these
                 // count, so the users behind one address do not share a budget.
                 Rejection::Unauthorized(why) => match state.rate_limiters.address(client) {
@@ -111,9 +112,18 @@ impl<D: Dialect> FromRequest for Authenticated<D> {
             })?;
             state.rate_limiters.user(&principal.subject)?;
             csrf?;
-            // New users are admitted per client address before they are created.
-            if state.rate_limiters.limits_signups() && state.service.is_new(&principal).await? {
-                state.rate_limiters.signup(client)?;
+            // New users are admitted per client address before they are created. A remembered
+            // token was admitted when it was first used (a refused one is forgotten, so that its
+            // next use is checked again): known users cost no lookup.
+            if !remembered
+                && state.rate_limiters.limits_signups()
+                && state.service.is_new(&principal).await?
+                && let Err(refused) = state.rate_limiters.signup(client)
+            {
+                if let Ok(token) = &token {
+                    state.verifier.forget(token);
+                }
+                return Err(refused.into());
             }
             let actor = state.service.sign_in(principal).await?;
             Ok(Self { actor, dialect: PhantomData })

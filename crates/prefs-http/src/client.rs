@@ -97,7 +97,12 @@ fn traffic(req: &HttpRequest) -> Option<&Traffic> {
 /// proxies say they got the request from (see [`forwarded`]). `0.0.0.0` when there is no peer
 /// address (a Unix socket).
 pub(crate) fn address(req: &HttpRequest) -> IpAddr {
-    forwarded(req, proxies(traffic(req))).address
+    let (peer, proxies) = (peer(req), proxies(traffic(req)));
+    // The common case, on every request: a peer that is no trusted proxy is the client.
+    if !proxies.trust(peer) {
+        return peer;
+    }
+    forwarded(req, proxies).address
 }
 
 /// The absolute URL of this request as the client called it, with its query: on the public URL

@@ -92,16 +92,24 @@ pub(crate) async fn answers(
         }
     };
     let response = next.call(req).await?;
+    // An answer of one piece to a request without a body goes as it is: actix-http writes it with
+    // its head at once (nothing to hand on piece by piece, no body to keep).
+    let small = matches!(response.response().body().size(), BodySize::Sized(size) if size <= PIECE as u64);
+    if small && request_body.is_none() {
+        return Ok(response.map_into_left_body());
+    }
     let request_id = request_id::current();
-    Ok(response.map_body(move |_, body| Answer {
-        body: body.boxed(),
-        rest: Bytes::new(),
-        sent: 0,
-        finished: false,
-        last_sent: Instant::now(),
-        request_id,
-        _request_body: request_body,
-    }))
+    Ok(response
+        .map_body(move |_, body| Answer {
+            body: body.boxed(),
+            rest: Bytes::new(),
+            sent: 0,
+            finished: false,
+            last_sent: Instant::now(),
+            request_id,
+            _request_body: request_body,
+        })
+        .map_into_right_body())
 }
 
 /// A request's body, which the handler reads through this, and which its answer keeps until it

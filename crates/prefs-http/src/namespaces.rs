@@ -4,7 +4,10 @@
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
-use prefs_domain::{Action, ClientId, ETag, Error, Namespace, Preference, PreferenceValue, UserId, UserRef};
+use prefs_domain::{
+    Action, ClientId, ETag, Error, FieldCode, FieldError, Namespace, Preference, PreferenceValue, UserId,
+    UserRef,
+};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 use utoipa::IntoResponses;
@@ -132,7 +135,7 @@ pub struct Namespaces;
 
 impl Dialect for Namespaces {
     fn status(problem: &Problem) -> StatusCode {
-        let over_limit = |errors: &[prefs_domain::FieldError]| errors.iter().any(|e| e.code == "too-large");
+        let over_limit = |errors: &[FieldError]| errors.iter().any(|e| e.code == FieldCode::TooLarge);
         match problem {
             Problem::Domain(Error::TooManyKeys { .. }) => StatusCode::PAYLOAD_TOO_LARGE,
             Problem::Domain(Error::Invalid(errors)) if over_limit(errors) => StatusCode::PAYLOAD_TOO_LARGE,
@@ -210,9 +213,9 @@ async fn object_body(
     body::require_content_type_in(req, accepted, named)?;
     match body::read_json(req, payload, state.service.limits().max_body_bytes).await? {
         Value::Object(members) => Ok(members),
-        _ => Err(Error::invalid(prefs_domain::FieldError::new(
+        _ => Err(Error::invalid(FieldError::new(
             "",
-            "invalid-value",
+            FieldCode::InvalidValue,
             "The body must be a JSON object.",
         ))
         .into()),

@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 
-use prefs_domain::{Error, FieldError};
+use prefs_domain::{Error, FieldCode, FieldError};
 
 use crate::error::Problem;
 
@@ -18,7 +18,7 @@ pub(crate) fn single(query: &str, names: &[&'static str]) -> Result<HashMap<&'st
         let Some(&name) = names.iter().find(|n| **n == name) else { continue };
         if values.insert(name, value.into_owned()).is_some() {
             let message = format!("The query parameter `{name}` is given more than once.");
-            return Err(Error::Invalid(vec![FieldError::new(name, "ambiguous", message)]).into());
+            return Err(Error::Invalid(vec![FieldError::new(name, FieldCode::Ambiguous, message)]).into());
         }
     }
     Ok(values)

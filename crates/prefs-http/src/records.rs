@@ -6,8 +6,8 @@ use actix_web::http::{StatusCode, header};
 use actix_web::{HttpRequest, HttpResponse, web};
 use chrono::{DateTime, SecondsFormat, Utc};
 use prefs_domain::{
-    Action, ETag, Error, FieldError, Namespace, Preference, PreferenceId, PreferenceKey, PreferenceValue,
-    UserId, UserRef,
+    Action, ETag, Error, FieldCode, FieldError, Namespace, Preference, PreferenceId, PreferenceKey,
+    PreferenceValue, UserId, UserRef,
 };
 use serde::Serialize;
 use serde_json::{Map, Value};
@@ -225,7 +225,7 @@ impl Dialect for Records {
         let too_many;
         let fields = match problem {
             Problem::Domain(Error::TooManyKeys { .. }) => {
-                too_many = [FieldError::new("key", "too-many-keys", problem.message())];
+                too_many = [FieldError::new("key", FieldCode::TooManyKeys, problem.message())];
                 Some(&too_many[..])
             }
             other => other.field_errors(),
@@ -234,8 +234,10 @@ impl Dialect for Records {
             Some(fields) => fields
                 .iter()
                 .map(|f| {
-                    let message =
-                        RecordMessage { code: f.code.to_owned(), message: f.developer_message.clone() };
+                    let message = RecordMessage {
+                        code: f.code.as_str().to_owned(),
+                        message: f.developer_message.clone(),
+                    };
                     if f.field.is_empty() {
                         RecordError::General(message)
                     } else {
@@ -396,17 +398,17 @@ pub(crate) async fn get(
 /// read-only and ignored. `required` makes a missing member an error.
 fn fields(body: Value, required: bool) -> Result<(Option<String>, Option<Value>), Problem> {
     let Value::Object(mut members) = body else {
-        return Err(Error::invalid(FieldError::new("", "invalid", "Expected a JSON object.")).into());
+        return Err(Error::invalid(FieldError::new("", FieldCode::Invalid, "Expected a JSON object.")).into());
     };
     let mut errors = Vec::new();
     let mut take = |members: &mut Map<String, Value>, name: &str| match members.remove(name) {
         None if required => {
-            errors.push(FieldError::new(name, "required", "This field is required."));
+            errors.push(FieldError::new(name, FieldCode::Required, "This field is required."));
             None
         }
         None => None,
         Some(Value::Null) => {
-            errors.push(FieldError::new(name, "null", "This field may not be null."));
+            errors.push(FieldError::new(name, FieldCode::Null, "This field may not be null."));
             None
         }
         Some(value) => Some(value),
@@ -416,7 +418,7 @@ fn fields(body: Value, required: bool) -> Result<(Option<String>, Option<Value>)
     let key = match key {
         Some(Value::String(key)) => Some(key),
         Some(_) => {
-            errors.push(FieldError::new("key", "invalid", "Not a valid string."));
+            errors.push(FieldError::new("key", FieldCode::Invalid, "Not a valid string."));
             None
         }
         None => None,
@@ -459,7 +461,7 @@ fn form_members(fields: Vec<(String, String)>) -> Result<Map<String, Value>, Pro
                 members.insert("value".to_owned(), value);
             }
             _ => {
-                let invalid = FieldError::new("value", "invalid", "Value must be valid JSON.");
+                let invalid = FieldError::new("value", FieldCode::Invalid, "Value must be valid JSON.");
                 return Err(Error::invalid(invalid).into());
             }
         }

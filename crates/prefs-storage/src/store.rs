@@ -13,8 +13,8 @@ use diesel_async::async_connection_wrapper::AsyncConnectionWrapper;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 use prefs_domain::{
-    Change, Edit, Error, FieldError, Namespace, Preference, PreferenceId, PreferenceKey, PreferenceStore,
-    Result, User, UserId, UserStore, Username,
+    Change, Edit, Error, FieldCode, FieldError, Namespace, Preference, PreferenceId, PreferenceKey,
+    PreferenceStore, Result, User, UserId, UserStore, Username,
 };
 use quick_cache::sync::Cache;
 
@@ -361,7 +361,9 @@ pub(crate) fn in_namespace<'a>(user: i64, namespace: &'a str) -> _ {
 impl UserStore for DieselStore {
     async fn provision(&self, subject: &str, username: &Username, id: Option<UserId>) -> Result<User> {
         if id.is_some_and(|id| id.0 <= 0) {
-            return Err(FieldError::new("id", "invalid", "A user id must be a positive integer.").into());
+            return Err(
+                FieldError::new("id", FieldCode::Invalid, "A user id must be a positive integer.").into()
+            );
         }
         // A remembered user of another id proves nothing (it may be gone): the database decides.
         let fits = |user: &User| user.username == *username && id.is_none_or(|id| id == user.id);

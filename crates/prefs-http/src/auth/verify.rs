@@ -87,6 +87,16 @@ pub struct Verifier {
     verified: quick_cache::sync::Cache<String, Verified, TokenWeight>,
 }
 
+/// What [`Verifier::verify`] found a token to be.
+#[derive(Debug, Clone)]
+pub struct Verification {
+    /// Who it names, and what it grants.
+    pub principal: Principal,
+    /// Whether the token was remembered from an earlier verification (so an earlier request
+    /// carried it), rather than verified afresh.
+    pub remembered: bool,
+}
+
 /// A token that passed verification: what it grants, and when.
 #[derive(Clone)]
 struct Verified {
@@ -178,17 +188,23 @@ impl Verifier {
     ///
     /// # Errors
     /// A [`Rejection`].
-    pub async fn verify(&self, token: &str) -> Result<Principal, Rejection> {
+    pub async fn verify(&self, token: &str) -> Result<Verification, Rejection> {
         self.verify_at(token, jsonwebtoken::get_current_timestamp()).await
+    }
+
+    /// Forgets `token`, if it is remembered: its next use is verified afresh
+    /// ([`Verification::remembered`] is then `false`).
+    pub fn forget(&self, token: &str) {
+        self.verified.remove(token);
     }
 
     /// [`Verifier::verify`] at `now`, seconds since the epoch: the clock a remembered token is
     /// checked against (a token verified afresh is checked against jsonwebtoken's own clock).
-    async fn verify_at(&self, token: &str, now: u64) -> Result<Principal, Rejection> {
+    async fn verify_at(&self, token: &str, now: u64) -> Result<Verification, Rejection> {
         let generation = self.ring.generation();
         if let Some(verified) = self.verified.get(token).filter(|v| v.generation == generation) {
             verified.valid_at(now)?;
-            return Ok(verified.principal);
+            return Ok(Verification { principal: verified.principal, remembered: true });
         }
         let header = jsonwebtoken::decode_header(token).map_err(|e| plain(e.kind()))?;
         if header.crit.is_some() {
@@ -229,7 +245,7 @@ impl Verifier {
         }
         self.verified
             .insert(token.to_owned(), Verified { principal: principal.clone(), exp, nbf, generation });
-        Ok(principal)
+        Ok(Verification { principal, remembered: false })
     }
 
     /// Checks the signature with each of `keys` until one verifies, then the claims.
@@ -331,10 +347,10 @@ mod tests {
         let now = jsonwebtoken::get_current_timestamp();
         let verifier = verifier();
         let token = token(now + 10, None);
-        assert_eq!(verifier.verify(&token).await.unwrap().username.as_str(), "ada");
+        assert_eq!(verifier.verify(&token).await.unwrap().principal.username.as_str(), "ada");
         assert_eq!(verifier.verified.len(), 1, "remembered");
         let last = now + 10 + LEEWAY_SECONDS;
-        assert_eq!(verifier.verify_at(&token, last).await.unwrap().subject, "sub-1");
+        assert_eq!(verifier.verify_at(&token, last).await.unwrap().principal.subject, "sub-1");
         let expired = reason(verifier.verify_at(&token, last + 1).await.unwrap_err());
         assert_eq!(expired, "the token has expired");
     }
