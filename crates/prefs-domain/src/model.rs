@@ -393,6 +393,16 @@ impl Preference {
     pub fn stored_size(key: &PreferenceKey, value: &PreferenceValue) -> usize {
         key.as_str().len() + value.as_json_text().len()
     }
+
+    /// The sizes in bytes of the heap blocks this preference holds, each shared with its clones:
+    /// its key's (two reference counts and the text), its value's shared block (two reference
+    /// counts, a pointer to its text and the slot of its parsed tree) and its value's text. The
+    /// tree, filled only once the value is read as JSON, is not counted. For a cache that bounds
+    /// the memory it takes; what the allocator adds to each block is the caller's estimate.
+    pub fn heap_blocks(&self) -> [usize; 3] {
+        const COUNTS: usize = 2 * std::mem::size_of::<usize>();
+        [COUNTS + self.key.0.len(), COUNTS + std::mem::size_of::<Json>(), self.value.as_json_text().len()]
+    }
 }
 
 /// One change a write makes to a namespace, applied by the store in order, in one transaction.

@@ -8,7 +8,8 @@ use serde_json::Value;
 
 use crate::deadlines::Deadlines;
 use crate::error::Problem;
-use crate::{AppState, request_id};
+use crate::request_id;
+use crate::state::AppState;
 
 /// `application/json`.
 pub const JSON: &str = "application/json";

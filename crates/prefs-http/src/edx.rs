@@ -8,25 +8,62 @@ use actix_web::middleware::DefaultHeaders;
 use actix_web::{HttpRequest, HttpResponse, web};
 use prefs_domain::edx::{self, Python};
 use prefs_domain::{Action, ETag, Error, Namespace, PreferenceValue, UserRef};
-use serde::{Serialize, Serializer};
+use serde::{Deserialize, Serialize, Serializer};
 use serde_json::Value;
-use utoipa::{IntoResponses, ToSchema};
+use utoipa::{IntoParams, IntoResponses, ToSchema};
 
-use crate::auth::Authenticated;
+use crate::authenticated::Authenticated;
 use crate::body::{self, JSON, MERGE_PATCH};
 use crate::conditional::{self, preconditions, tagged};
+use crate::csrf;
 use crate::error::{Dialect, Failure, Problem};
 use crate::object::Object;
-use crate::openapi::{EdxPatch, EdxValue};
-use crate::{AppState, read, resource};
+use crate::routing::{Handler, Resource, Verb};
+use crate::schemas::{EdxPatch, EdxValue};
+use crate::state::AppState;
 
-/// The list resource, without and with the trailing slash Open edX clients and documents use.
-pub(crate) const LIST: &str = "/api/user/v1/preferences/{username}";
-pub(crate) const LIST_SLASH: &str = "/api/user/v1/preferences/{username}/";
-pub(crate) const LIST_ALLOW: &str = "GET, HEAD, PATCH, OPTIONS";
-/// One preference.
-pub(crate) const ONE: &str = "/api/user/v1/preferences/{username}/{key}";
-pub(crate) const ONE_ALLOW: &str = "GET, HEAD, PUT, DELETE, OPTIONS";
+/// The list's methods, at both of its paths.
+const LIST: &[(Verb, Handler)] =
+    &[(Verb::Get, |route| route.to(get_all)), (Verb::Patch, |route| route.to(patch))];
+
+/// The dialect's route table: the list, without and with the trailing slash Open edX clients and
+/// documents use, one preference, and Open edX's CSRF token API (docs/contract.md §2.7).
+pub(crate) const RESOURCES: &[Resource] = &[
+    Resource::new("/api/user/v1/preferences/{username}", LIST),
+    Resource::alias("/api/user/v1/preferences/{username}/", LIST),
+    Resource::new(
+        "/api/user/v1/preferences/{username}/{key}",
+        &[
+            (Verb::Get, |route| route.to(get_one)),
+            (Verb::Put, |route| route.to(put)),
+            (Verb::Delete, |route| route.to(delete)),
+        ],
+    ),
+    Resource::new(csrf::CSRF_TOKEN, &[(Verb::Get, |route| route.to(csrf::csrf_token))]),
+];
+
+/// The path parameters of the list routes.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+pub(crate) struct EdxUserPath {
+    /// The user, percent-encoded
+    username: String,
+}
+
+/// The path parameters of the one-preference routes: the user, as in [`EdxUserPath`] (and
+/// documented there), and the key.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+pub(crate) struct EdxKeyPath {
+    #[param(ignore)]
+    username: String,
+    /// The preference key, percent-encoded: at most 255 characters, one of them from `[-_a-zA-Z0-9]`
+    #[param(
+        max_length = 255,
+        pattern = "^[^\\x00-\\x1f\\x7f-\\x9f]*[-_a-zA-Z0-9][^\\x00-\\x1f\\x7f-\\x9f]*$"
+    )]
+    key: String,
+}
 
 /// An Open edX error.
 #[derive(Debug, Serialize, ToSchema)]
@@ -142,24 +179,13 @@ fn user_message(status: StatusCode) -> &'static str {
     }
 }
 
+/// Registers [`RESOURCES`], and Open edX's 404 for any other path under its prefix.
 pub(crate) fn routes(cfg: &mut web::ServiceConfig) {
     let vary = || DefaultHeaders::new().add((header::VARY, "Accept"));
-    for list in [LIST, LIST_SLASH] {
-        cfg.service(
-            resource::<Edx>(list, LIST_ALLOW)
-                .wrap(vary())
-                .route(read().to(get_all))
-                .route(web::patch().to(patch)),
-        );
+    for resource in RESOURCES {
+        cfg.service(resource.service::<Edx>(resource.path).wrap(vary()));
     }
     cfg.service(
-        resource::<Edx>(ONE, ONE_ALLOW)
-            .wrap(vary())
-            .route(read().to(get_one))
-            .route(web::put().to(put))
-            .route(web::delete().to(delete)),
-    )
-    .service(
         web::resource("/api/user/v1/{tail:.*}")
             .wrap(vary())
             .to(|| async { Err::<HttpResponse, _>(Failure::<Edx>::from(Problem::NoRoute)) }),
@@ -183,7 +209,7 @@ impl Serialize for EdxText<'_> {
 /// The answer is an object of string values, `{"key": "value"}`. The same operation is served with
 /// a trailing slash.
 #[utoipa::path(get, operation_id = "edx_get_all", path = "/api/user/v1/preferences/{username}", tag = "Open edX",
-    params(("username" = String, Path, description = "The user, percent-encoded")),
+    params(EdxUserPath),
     responses(
         (status = 200, description = "The preferences; values are strings", body = BTreeMap<String, String>,
             example = json!({"pref-lang": "fr", "time_zone": "Europe/Paris"})),
@@ -193,10 +219,10 @@ impl Serialize for EdxText<'_> {
 pub(crate) async fn get_all(
     auth: Authenticated<Edx>,
     state: web::Data<AppState>,
-    username: web::Path<String>,
+    path: web::Path<EdxUserPath>,
     req: HttpRequest,
 ) -> Result<HttpResponse, Failure<Edx>> {
-    let target = UserRef::Username(username.into_inner());
+    let target = UserRef::Username(path.into_inner().username);
     let preferences = state.service.namespace(&auth.actor, &target, &Namespace::Global).await?;
     let etag = ETag::of_namespace(&preferences);
     Ok(conditional::read(&req, &etag, &Object::new(&preferences, EdxText))?)
@@ -208,7 +234,7 @@ pub(crate) async fn get_all(
 /// as the string Python's `str()` gives for it (`true` as `"True"`, `{"a": null}` as
 /// `"{'a': None}"`), as Open edX stores it; all or nothing.
 #[utoipa::path(patch, operation_id = "edx_patch", path = "/api/user/v1/preferences/{username}", tag = "Open edX",
-    params(("username" = String, Path, description = "The user, percent-encoded")),
+    params(EdxUserPath),
     request_body(content = EdxPatch, content_type = "application/merge-patch+json",
         example = json!({"pref-lang": "fr", "old-key": null})),
     responses(
@@ -219,11 +245,11 @@ pub(crate) async fn get_all(
 pub(crate) async fn patch(
     auth: Authenticated<Edx>,
     state: web::Data<AppState>,
-    username: web::Path<String>,
+    path: web::Path<EdxUserPath>,
     req: HttpRequest,
     payload: web::Payload,
 ) -> Result<HttpResponse, Failure<Edx>> {
-    let target = owner(&state, &auth, username.into_inner()).await?;
+    let target = owner(&state, &auth, path.into_inner().username).await?;
     body::require_content_type(&req, MERGE_PATCH)?;
     let text = json_text(&req, payload, &state).await?;
     let patch = edx::normalize_patch(&text)?;
@@ -238,8 +264,7 @@ pub(crate) async fn patch(
 ///
 /// The answer is the value as a JSON string.
 #[utoipa::path(get, operation_id = "edx_get_one", path = "/api/user/v1/preferences/{username}/{key}", tag = "Open edX",
-    params(("username" = String, Path, description = "The user, percent-encoded"),
-        ("key" = String, Path, description = "The preference key, percent-encoded: at most 255 characters, one of them from `[-_a-zA-Z0-9]`", max_length = 255, pattern = "^[^\\x00-\\x1f\\x7f-\\x9f]*[-_a-zA-Z0-9][^\\x00-\\x1f\\x7f-\\x9f]*$")),
+    params(EdxUserPath, EdxKeyPath),
     responses(
         (status = 200, description = "The value", body = String, content_type = "application/json", example = json!("fr")),
         (status = 304, description = "Not modified (If-None-Match)"),
@@ -248,10 +273,10 @@ pub(crate) async fn patch(
 pub(crate) async fn get_one(
     auth: Authenticated<Edx>,
     state: web::Data<AppState>,
-    path: web::Path<(String, String)>,
+    path: web::Path<EdxKeyPath>,
     req: HttpRequest,
 ) -> Result<HttpResponse, Failure<Edx>> {
-    let (username, key) = path.into_inner();
+    let EdxKeyPath { username, key } = path.into_inner();
     let preference =
         state.service.preference(&auth.actor, &UserRef::Username(username), &Namespace::Global, &key).await?;
     let etag = ETag::of_preference(&preference);
@@ -263,8 +288,7 @@ pub(crate) async fn get_one(
 /// The body is the JSON value: a string (trimmed), or any other value but `null`, stored as the
 /// string Python's `str()` gives for it (`5` as `"5"`, `true` as `"True"`). Errors are flat.
 #[utoipa::path(put, operation_id = "edx_put", path = "/api/user/v1/preferences/{username}/{key}", tag = "Open edX",
-    params(("username" = String, Path, description = "The user, percent-encoded"),
-        ("key" = String, Path, description = "The preference key, percent-encoded: at most 255 characters, one of them from `[-_a-zA-Z0-9]`", max_length = 255, pattern = "^[^\\x00-\\x1f\\x7f-\\x9f]*[-_a-zA-Z0-9][^\\x00-\\x1f\\x7f-\\x9f]*$")),
+    params(EdxUserPath, EdxKeyPath),
     request_body(content = EdxValue, content_type = "application/json", example = json!("en")),
     responses(
         (status = 204, description = "Written"),
@@ -274,11 +298,11 @@ pub(crate) async fn get_one(
 pub(crate) async fn put(
     auth: Authenticated<Edx>,
     state: web::Data<AppState>,
-    path: web::Path<(String, String)>,
+    path: web::Path<EdxKeyPath>,
     req: HttpRequest,
     payload: web::Payload,
 ) -> Result<HttpResponse, Failure<Edx>> {
-    let (username, key) = path.into_inner();
+    let EdxKeyPath { username, key } = path.into_inner();
     let target = owner(&state, &auth, username).await?;
     body::require_content_type(&req, JSON)?;
     let text = json_text(&req, payload, &state).await?;
@@ -305,8 +329,7 @@ pub(crate) async fn put(
 
 /// Deletes one preference.
 #[utoipa::path(delete, operation_id = "edx_delete", path = "/api/user/v1/preferences/{username}/{key}", tag = "Open edX",
-    params(("username" = String, Path, description = "The user, percent-encoded"),
-        ("key" = String, Path, description = "The preference key, percent-encoded: at most 255 characters, one of them from `[-_a-zA-Z0-9]`", max_length = 255, pattern = "^[^\\x00-\\x1f\\x7f-\\x9f]*[-_a-zA-Z0-9][^\\x00-\\x1f\\x7f-\\x9f]*$")),
+    params(EdxUserPath, EdxKeyPath),
     responses(
         (status = 204, description = "Deleted"),
         EdxReadErrors,
@@ -315,10 +338,10 @@ pub(crate) async fn put(
 pub(crate) async fn delete(
     auth: Authenticated<Edx>,
     state: web::Data<AppState>,
-    path: web::Path<(String, String)>,
+    path: web::Path<EdxKeyPath>,
     req: HttpRequest,
 ) -> Result<HttpResponse, Failure<Edx>> {
-    let (username, key) = path.into_inner();
+    let EdxKeyPath { username, key } = path.into_inner();
     let target = UserRef::Username(username);
     state
         .service

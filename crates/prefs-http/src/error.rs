@@ -10,7 +10,6 @@ use actix_web::{HttpResponse, HttpResponseBuilder, ResponseError};
 use prefs_domain::{Error, FieldError};
 use serde_json::Value;
 
-use crate::rate_limits::Limit;
 use crate::request_id;
 
 /// What went wrong, independent of how a dialect shows it.
@@ -47,6 +46,31 @@ pub enum Problem {
         /// Seconds to wait.
         retry_after: u64,
     },
+}
+
+/// Which limit refused a request: the `limit` label of `prefs_rate_limited_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Limit {
+    /// Requests per user.
+    User,
+    /// Requests without a valid token per client address.
+    Address,
+    /// New users per client address.
+    Signup,
+}
+
+impl Limit {
+    /// Every limit.
+    pub const ALL: [Self; 3] = [Self::User, Self::Address, Self::Signup];
+
+    /// Its metric label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::User => "user",
+            Self::Address => "address",
+            Self::Signup => "signup",
+        }
+    }
 }
 
 impl Problem {

@@ -1,14 +1,17 @@
-//! The actix-web HTTP adapter of prefs: the API dialects over one [`PreferenceService`], bearer
-//! JWT authentication, request ids, and the mapping of every error into the format of the dialect
-//! whose route it happened on.
+//! The actix-web HTTP adapter of prefs: the API dialects over one
+//! [`PreferenceService`](prefs_domain::PreferenceService), bearer JWT authentication, request ids,
+//! and the mapping of every error into the format of the dialect whose route it happened on.
 //!
 //! Build the application with [`app`]; the binary crate wraps it in an `HttpServer`.
 
+mod access_log;
 pub mod auth;
+mod authenticated;
 mod body;
 pub mod browser;
 pub mod client;
 mod conditional;
+mod csrf;
 pub mod deadlines;
 mod edx;
 pub mod error;
@@ -22,58 +25,39 @@ mod query;
 pub mod rate_limits;
 mod records;
 pub mod request_id;
+mod routing;
+mod schemas;
+mod state;
 pub mod traffic;
 
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceFactory, ServiceRequest, ServiceResponse};
-use actix_web::http::{Method, header};
-use actix_web::middleware::{Condition, DefaultHeaders, from_fn};
-use actix_web::{App, HttpRequest, HttpResponse, Resource, Route, guard, web};
-use prefs_domain::PreferenceService;
+use actix_web::middleware::{Condition, from_fn};
+use actix_web::{App, HttpResponse, web};
 use utoipa_swagger_ui::{Config as SwaggerConfig, SwaggerUi};
 
 pub use auth::{ClaimMap, Claims, JwtConfig, KeySources, Secret, Verifier};
 pub use browser::{BrowserConfig, BrowserConfigError, SameSite};
-use error::{Dialect, Failure, Problem};
+use error::{Failure, Problem};
 pub use metrics::{Metrics, PoolStats};
 pub use openapi::ApiDoc;
 pub use rate_limits::RateLimiters;
+pub use routing::{Resource, Verb};
+pub use state::AppState;
 pub use traffic::Traffic;
 
-/// What every request handler shares.
-pub struct AppState {
-    /// The domain service.
-    pub service: PreferenceService,
-    /// The token verifier.
-    pub verifier: Verifier,
-    /// The process's metrics.
-    pub metrics: Metrics,
-    /// What pages in a browser get: CORS, JWT cookies, CSRF.
-    pub browser: BrowserConfig,
-    /// Deadlines, rate limits, trusted proxies.
-    pub traffic: Traffic,
-    /// The rate limiters, built from `traffic.rate_limits`.
-    pub rate_limiters: RateLimiters,
+/// Every dialect's route table.
+const TABLES: &[&[Resource]] =
+    &[edx::RESOURCES, records::RESOURCES, namespaces::RESOURCES, ops::RESOURCES, openapi::RESOURCES];
+
+/// Every resource the application serves, from the route tables its routes are registered from:
+/// the OpenAPI document is checked against them.
+pub fn routes() -> impl Iterator<Item = &'static Resource> {
+    TABLES.iter().flat_map(|table| table.iter())
 }
 
-/// Every resource the application serves, with the methods it answers (`Allow`). The OpenAPI
-/// document is checked against this list.
-pub const RESOURCES: &[(&str, &str)] = &[
-    (edx::LIST, edx::LIST_ALLOW),
-    (edx::LIST_SLASH, edx::LIST_ALLOW),
-    (edx::ONE, edx::ONE_ALLOW),
-    (records::LIST, records::LIST_ALLOW),
-    (records::ONE, records::ONE_ALLOW),
-    (namespaces::ROUTES[0].0, namespaces::NAMESPACE_ALLOW),
-    (namespaces::ROUTES[0].1, namespaces::MEMBER_ALLOW),
-    (namespaces::ROUTES[1].0, namespaces::NAMESPACE_ALLOW),
-    (namespaces::ROUTES[1].1, namespaces::MEMBER_ALLOW),
-    (ops::RESOURCES[0], ops::ALLOW),
-    (ops::RESOURCES[1], ops::ALLOW),
-    (ops::RESOURCES[2], ops::ALLOW),
-    (ops::RESOURCES[3], ops::ALLOW),
-    (browser::CSRF_TOKEN, browser::CSRF_TOKEN_ALLOW),
-];
+/// Every resource of [`routes`] as `(path, Allow value)`.
+pub const RESOURCES: &[(&str, &str)] = &routing::allow_list::<{ routing::count(TABLES) }>(TABLES);
 
 /// Where Swagger UI is served.
 pub const DOCS: &str = "/docs";
@@ -103,7 +87,7 @@ pub fn app(
         .configure(records::routes)
         .configure(namespaces::routes)
         .configure(ops::routes)
-        .configure(browser::routes)
+        .configure(openapi::routes)
         .service(docs)
         .service(web::redirect(DOCS, format!("{DOCS}/")))
         .default_service(web::to(|| async {
@@ -117,33 +101,6 @@ pub fn app(
         .wrap(prometheus)
         .wrap(from_fn(metrics::refuse_unknown_methods))
         .wrap(from_fn(deadlines::answers))
+        .wrap(from_fn(access_log::middleware))
         .wrap(from_fn(request_id::middleware))
-}
-
-/// A resource of dialect `D` that answers `OPTIONS` (CORS preflights included) and wrong methods
-/// (405) itself, and sends `Allow` on every response. `allow` lists the methods the caller
-/// registers, plus `OPTIONS`.
-fn resource<D: Dialect>(
-    path: impl Into<String>,
-    allow: &'static str,
-) -> Resource<
-    impl ServiceFactory<
-        ServiceRequest,
-        Config = (),
-        Response = ServiceResponse<impl MessageBody>,
-        Error = actix_web::Error,
-        InitError = (),
-    >,
-> {
-    web::resource(path.into())
-        .wrap(DefaultHeaders::new().add((header::ALLOW, allow)))
-        .route(web::route().method(Method::OPTIONS).to(move |req: HttpRequest| browser::options(req, allow)))
-        .default_service(web::to(move || async move {
-            Err::<HttpResponse, _>(Failure::<D>::from(Problem::MethodNotAllowed(allow)))
-        }))
-}
-
-/// A route for `GET` and `HEAD` (actix sends no body for `HEAD`).
-fn read() -> Route {
-    web::route().guard(guard::Any(guard::Get()).or(guard::Head()))
 }

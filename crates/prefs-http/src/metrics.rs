@@ -13,7 +13,7 @@ use actix_web::{HttpResponse, ResponseError};
 use actix_web_prom::{PrometheusMetrics, PrometheusMetricsBuilder};
 use prometheus::{Encoder, IntCounter, IntCounterVec, IntGauge, Opts, TextEncoder};
 
-use crate::rate_limits::Limit;
+use crate::error::Limit;
 
 /// The database pool's figures at one moment.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

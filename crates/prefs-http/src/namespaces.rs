@@ -10,28 +10,39 @@ use prefs_domain::{
 };
 use serde::Deserialize;
 use serde_json::{Map, Value};
-use utoipa::IntoResponses;
+use utoipa::{IntoParams, IntoResponses};
 
-use crate::auth::Authenticated;
+use crate::authenticated::Authenticated;
 use crate::body::{self, JSON, JSON_API, MERGE_PATCH};
 use crate::conditional::{self, preconditions, tagged};
 use crate::error::{Dialect, Failure, Problem};
 use crate::jsonapi::{self, JsonApiErrors, MEDIA_TYPE};
 use crate::object::Object;
-use crate::openapi::{NamespaceBody, PreferenceJson};
-use crate::{AppState, read, resource};
+use crate::routing::{Handler, Resource, Verb};
+use crate::schemas::{NamespaceBody, PreferenceJson};
+use crate::state::AppState;
 
-/// A client's namespace.
-pub(crate) const NAMESPACE: &str = "/preferences/{client_id}";
-pub(crate) const NAMESPACE_ALLOW: &str = "GET, HEAD, PUT, PATCH, DELETE, OPTIONS";
-/// One member of it.
-pub(crate) const MEMBER: &str = "/preferences/{client_id}/{key}";
-pub(crate) const MEMBER_ALLOW: &str = "GET, HEAD, PUT, DELETE, OPTIONS";
-/// The same two under PACE's base path, `/user/{version}`, where `{version}` is `YYYY-N`.
-pub(crate) const VERSIONED_NAMESPACE: &str = "/user/{version}/preferences/{client_id}";
-pub(crate) const VERSIONED_MEMBER: &str = "/user/{version}/preferences/{client_id}/{key}";
-/// Every route of the dialect as `(namespace, member)`: unversioned, and under PACE's base path.
-pub(crate) const ROUTES: [(&str, &str); 2] = [(NAMESPACE, MEMBER), (VERSIONED_NAMESPACE, VERSIONED_MEMBER)];
+/// A namespace's methods, at each of its paths.
+const NAMESPACE: &[(Verb, Handler)] = &[
+    (Verb::Get, |route| route.to(get_all)),
+    (Verb::Put, |route| route.to(put_all)),
+    (Verb::Patch, |route| route.to(patch)),
+    (Verb::Delete, |route| route.to(delete_all)),
+];
+/// A member's methods, at each of its paths.
+const MEMBER: &[(Verb, Handler)] = &[
+    (Verb::Get, |route| route.to(get_one)),
+    (Verb::Put, |route| route.to(put_one)),
+    (Verb::Delete, |route| route.to(delete_one)),
+];
+/// The dialect's route table: a client's namespace and one member of it, and the same two under
+/// PACE's base path ([`VERSIONED_BASE`]), where `{version}` is `YYYY-N`.
+pub(crate) const RESOURCES: &[Resource] = &[
+    Resource::new("/preferences/{client_id}", NAMESPACE),
+    Resource::new("/preferences/{client_id}/{key}", MEMBER),
+    Resource::new("/user/{version}/preferences/{client_id}", NAMESPACE),
+    Resource::new("/user/{version}/preferences/{client_id}/{key}", MEMBER),
+];
 /// The base path PACE versions its API under, as documented routes spell it.
 pub(crate) const VERSIONED_BASE: &str = "/user/{version}";
 /// What `{version}` matches: PACE's `YYYY-N` (`2025-1`); any other is no route (404).
@@ -45,16 +56,34 @@ const PATCH_TYPES: &[&str] = &[MERGE_PATCH, JSON_API];
 const PATCH_TYPES_NAMED: &str = "application/merge-patch+json or application/vnd.api+json";
 
 /// The path parameters of a namespace route (`{version}` is matched by the route and unused).
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
 pub(crate) struct NamespacePath {
+    /// The client application's id, percent-encoded: 1 to 255 bytes without control characters, not `global`
+    #[param(min_length = 1, max_length = 255, pattern = "^[^\\x00-\\x1f\\x7f-\\x9f]+$")]
     client_id: String,
 }
 
-/// The path parameters of a member route.
-#[derive(Deserialize)]
+/// The path parameters of a member route: the namespace, as in [`NamespacePath`] (and documented
+/// there), and the member's key.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
 pub(crate) struct MemberPath {
+    #[param(ignore)]
     client_id: String,
+    /// The member, percent-encoded: 1 to 255 bytes without control characters
+    #[param(min_length = 1, max_length = 255, pattern = "^[^\\x00-\\x1f\\x7f-\\x9f]+$")]
     key: String,
+}
+
+/// The query parameter of every namespace route, read by [`target`] (which tells a malformed or
+/// repeated one apart from an absent one).
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+#[expect(dead_code, reason = "describes the query in the OpenAPI document; `target` reads it")]
+struct ActingFor {
+    /// Act for this user (admin: read and write; staff: read)
+    user_id: Option<i64>,
 }
 
 /// The errors any namespace operation may answer.
@@ -149,23 +178,10 @@ impl Dialect for Namespaces {
     }
 }
 
-/// Registers [`ROUTES`]: the same handlers on every base path.
+/// Registers [`RESOURCES`], `{version}` as the router matches it ([`pattern`]).
 pub(crate) fn routes(cfg: &mut web::ServiceConfig) {
-    for (namespace, member) in ROUTES {
-        let (namespace, member) = (pattern(namespace), pattern(member));
-        cfg.service(
-            resource::<Namespaces>(namespace, NAMESPACE_ALLOW)
-                .route(read().to(get_all))
-                .route(web::put().to(put_all))
-                .route(web::patch().to(patch))
-                .route(web::delete().to(delete_all)),
-        )
-        .service(
-            resource::<Namespaces>(member, MEMBER_ALLOW)
-                .route(read().to(get_one))
-                .route(web::put().to(put_one))
-                .route(web::delete().to(delete_one)),
-        );
+    for resource in RESOURCES {
+        cfg.service(resource.service::<Namespaces>(pattern(resource.path)));
     }
 }
 
@@ -225,7 +241,8 @@ async fn object_body(
 /// The user's namespace of this client.
 ///
 /// One JSON object, `{}` if never set.
-#[utoipa::path(get, operation_id = "namespace_get_all", path = "/preferences/{client_id}", tag = "Client namespaces", params(("client_id" = String, Path, description = "The client application's id, percent-encoded: 1 to 255 bytes without control characters, not `global`", min_length = 1, max_length = 255, pattern = "^[^\\x00-\\x1f\\x7f-\\x9f]+$"), ("user_id" = Option<i64>, Query, description = "Act for this user (admin: read and write; staff: read)")),
+#[utoipa::path(get, operation_id = "namespace_get_all", path = "/preferences/{client_id}", tag = "Client namespaces", 
+    params(NamespacePath, ActingFor),
     responses(
         (status = 200, description = "The namespace", body = Object, example = json!({"sidebar": {"open": true}, "recent": ["a"]})),
         (status = 304, description = "Not modified (If-None-Match)"),
@@ -246,7 +263,8 @@ pub(crate) async fn get_all(
 /// Replaces the whole namespace.
 ///
 /// A `null` member means the key is absent.
-#[utoipa::path(put, operation_id = "namespace_put_all", path = "/preferences/{client_id}", tag = "Client namespaces", params(("client_id" = String, Path, description = "The client application's id, percent-encoded: 1 to 255 bytes without control characters, not `global`", min_length = 1, max_length = 255, pattern = "^[^\\x00-\\x1f\\x7f-\\x9f]+$"), ("user_id" = Option<i64>, Query, description = "Act for this user (admin: read and write; staff: read)")),
+#[utoipa::path(put, operation_id = "namespace_put_all", path = "/preferences/{client_id}", tag = "Client namespaces", 
+    params(NamespacePath, ActingFor),
     request_body(content(
         (NamespaceBody = "application/json", example = json!({"sidebar": {"open": true}})),
         (NamespaceBody = "application/vnd.api+json", example = json!({"sidebar": {"open": true}})))),
@@ -272,7 +290,8 @@ pub(crate) async fn put_all(
 ///
 /// An RFC 7396 merge patch: `null` deletes, objects merge. Answers the merged object. An extension
 /// of PACE's API.
-#[utoipa::path(patch, operation_id = "namespace_patch", path = "/preferences/{client_id}", tag = "Client namespaces", params(("client_id" = String, Path, description = "The client application's id, percent-encoded: 1 to 255 bytes without control characters, not `global`", min_length = 1, max_length = 255, pattern = "^[^\\x00-\\x1f\\x7f-\\x9f]+$"), ("user_id" = Option<i64>, Query, description = "Act for this user (admin: read and write; staff: read)")),
+#[utoipa::path(patch, operation_id = "namespace_patch", path = "/preferences/{client_id}", tag = "Client namespaces", 
+    params(NamespacePath, ActingFor),
     request_body(content(
         (NamespaceBody = "application/merge-patch+json", example = json!({"sidebar": {"width": null}})),
         (NamespaceBody = "application/vnd.api+json", example = json!({"sidebar": {"width": null}})))),
@@ -296,7 +315,8 @@ pub(crate) async fn patch(
 }
 
 /// Empties the namespace. An extension of PACE's API.
-#[utoipa::path(delete, operation_id = "namespace_delete_all", path = "/preferences/{client_id}", tag = "Client namespaces", params(("client_id" = String, Path, description = "The client application's id, percent-encoded: 1 to 255 bytes without control characters, not `global`", min_length = 1, max_length = 255, pattern = "^[^\\x00-\\x1f\\x7f-\\x9f]+$"), ("user_id" = Option<i64>, Query, description = "Act for this user (admin: read and write; staff: read)")),
+#[utoipa::path(delete, operation_id = "namespace_delete_all", path = "/preferences/{client_id}", tag = "Client namespaces", 
+    params(NamespacePath, ActingFor),
     responses(
         (status = 204, description = "Emptied"),
         NamespaceReadErrors),
@@ -313,7 +333,8 @@ pub(crate) async fn delete_all(
 }
 
 /// One member's value. An extension of PACE's API.
-#[utoipa::path(get, operation_id = "namespace_get_one", path = "/preferences/{client_id}/{key}", tag = "Client namespaces", params(("client_id" = String, Path, description = "The client application's id, percent-encoded: 1 to 255 bytes without control characters, not `global`", min_length = 1, max_length = 255, pattern = "^[^\\x00-\\x1f\\x7f-\\x9f]+$"), ("key" = String, Path, description = "The member, percent-encoded: 1 to 255 bytes without control characters", min_length = 1, max_length = 255, pattern = "^[^\\x00-\\x1f\\x7f-\\x9f]+$"), ("user_id" = Option<i64>, Query, description = "Act for this user (admin: read and write; staff: read)")),
+#[utoipa::path(get, operation_id = "namespace_get_one", path = "/preferences/{client_id}/{key}", tag = "Client namespaces", 
+    params(NamespacePath, MemberPath, ActingFor),
     responses(
         (status = 200, description = "The value (any JSON)", body = PreferenceJson),
         (status = 304, description = "Not modified (If-None-Match)"),
@@ -335,7 +356,8 @@ pub(crate) async fn get_one(
 ///
 /// The body is the value: any JSON but `null`, as `application/json` or
 /// `application/vnd.api+json`. An extension of PACE's API.
-#[utoipa::path(put, operation_id = "namespace_put_one", path = "/preferences/{client_id}/{key}", tag = "Client namespaces", params(("client_id" = String, Path, description = "The client application's id, percent-encoded: 1 to 255 bytes without control characters, not `global`", min_length = 1, max_length = 255, pattern = "^[^\\x00-\\x1f\\x7f-\\x9f]+$"), ("key" = String, Path, description = "The member, percent-encoded: 1 to 255 bytes without control characters", min_length = 1, max_length = 255, pattern = "^[^\\x00-\\x1f\\x7f-\\x9f]+$"), ("user_id" = Option<i64>, Query, description = "Act for this user (admin: read and write; staff: read)")),
+#[utoipa::path(put, operation_id = "namespace_put_one", path = "/preferences/{client_id}/{key}", tag = "Client namespaces", 
+    params(NamespacePath, MemberPath, ActingFor),
     request_body(content = PreferenceJson, description = "Any JSON but `null`; also taken as `application/vnd.api+json`",
         content_type = "application/json", example = json!("dark")),
     responses(
@@ -361,7 +383,8 @@ pub(crate) async fn put_one(
 /// Removes one member.
 ///
 /// 204 also when it was not set. An extension of PACE's API.
-#[utoipa::path(delete, operation_id = "namespace_delete_one", path = "/preferences/{client_id}/{key}", tag = "Client namespaces", params(("client_id" = String, Path, description = "The client application's id, percent-encoded: 1 to 255 bytes without control characters, not `global`", min_length = 1, max_length = 255, pattern = "^[^\\x00-\\x1f\\x7f-\\x9f]+$"), ("key" = String, Path, description = "The member, percent-encoded: 1 to 255 bytes without control characters", min_length = 1, max_length = 255, pattern = "^[^\\x00-\\x1f\\x7f-\\x9f]+$"), ("user_id" = Option<i64>, Query, description = "Act for this user (admin: read and write; staff: read)")),
+#[utoipa::path(delete, operation_id = "namespace_delete_one", path = "/preferences/{client_id}/{key}", tag = "Client namespaces", 
+    params(NamespacePath, MemberPath, ActingFor),
     responses(
         (status = 204, description = "Removed"),
         NamespaceReadErrors,

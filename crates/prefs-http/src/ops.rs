@@ -1,24 +1,25 @@
-//! Operational endpoints: liveness, readiness, metrics and the API's own description.
+//! Operational endpoints: liveness, readiness and metrics (the API's own description is
+//! [`crate::openapi`]'s).
 
 use actix_web::{HttpResponse, web};
 use serde::Serialize;
-use utoipa::{OpenApi, ToSchema};
+use utoipa::ToSchema;
 
 use crate::error::{Failure, Problem};
 use crate::jsonapi::{JsonApi, JsonApiErrors};
-use crate::openapi::ApiDoc;
-use crate::{AppState, read, resource};
+use crate::routing::{self, Resource, Verb};
+use crate::state::AppState;
 
-/// Every operational resource and its methods.
-pub(crate) const RESOURCES: [&str; 4] = ["/healthz", "/readyz", "/metrics", "/openapi.json"];
-pub(crate) const ALLOW: &str = "GET, HEAD, OPTIONS";
+/// The operational resources.
+pub(crate) const RESOURCES: &[Resource] = &[
+    Resource::new("/healthz", &[(Verb::Get, |route| route.to(healthz))]),
+    Resource::new("/readyz", &[(Verb::Get, |route| route.to(readyz))]),
+    Resource::new("/metrics", &[(Verb::Get, |route| route.to(metrics))]),
+];
 
+/// Registers [`RESOURCES`].
 pub(crate) fn routes(cfg: &mut web::ServiceConfig) {
-    let [healthz_path, readyz_path, metrics_path, openapi_path] = RESOURCES;
-    cfg.service(resource::<JsonApi>(healthz_path, ALLOW).route(read().to(healthz)))
-        .service(resource::<JsonApi>(readyz_path, ALLOW).route(read().to(readyz)))
-        .service(resource::<JsonApi>(metrics_path, ALLOW).route(read().to(metrics)))
-        .service(resource::<JsonApi>(openapi_path, ALLOW).route(read().to(openapi)));
+    routing::register::<JsonApi>(cfg, RESOURCES);
 }
 
 /// A health answer.
@@ -56,11 +57,4 @@ pub(crate) async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, F
     responses((status = 200, description = "Prometheus text format", body = String, content_type = "text/plain; version=0.0.4")))]
 pub(crate) async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     HttpResponse::Ok().content_type("text/plain; version=0.0.4; charset=utf-8").body(state.metrics.render())
-}
-
-/// This document.
-#[utoipa::path(get, operation_id = "ops_openapi", path = "/openapi.json", tag = "Operations",
-    responses((status = 200, description = "The OpenAPI document", body = Object)))]
-pub(crate) async fn openapi() -> HttpResponse {
-    HttpResponse::Ok().json(ApiDoc::openapi())
 }

@@ -19,8 +19,9 @@ use governor::{Quota, RateLimiter};
 use prometheus::IntCounter;
 use quick_cache::sync::Cache;
 
-use crate::Metrics;
+pub use crate::error::Limit;
 use crate::error::Problem;
+use crate::metrics::Metrics;
 
 /// How many keys each limiter remembers (users, or addresses): about 100 bytes each, so under
 /// 10 MB per limiter. A key that is evicted starts over with a full burst when it comes back.
@@ -104,31 +105,6 @@ impl Default for RateLimits {
 /// `n`, which is not 0.
 const fn nonzero(n: u32) -> NonZeroU32 {
     NonZeroU32::new(n).expect("not zero")
-}
-
-/// Which limit refused a request: the `limit` label of `prefs_rate_limited_total`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Limit {
-    /// Requests per user.
-    User,
-    /// Requests without a valid token per client address.
-    Address,
-    /// New users per client address.
-    Signup,
-}
-
-impl Limit {
-    /// Every limit.
-    pub const ALL: [Self; 3] = [Self::User, Self::Address, Self::Signup];
-
-    /// Its metric label.
-    pub fn label(self) -> &'static str {
-        match self {
-            Self::User => "user",
-            Self::Address => "address",
-            Self::Signup => "signup",
-        }
-    }
 }
 
 /// The limiters of one instance, built once from [`RateLimits`].

@@ -9,24 +9,55 @@ use prefs_domain::{
     Action, ETag, Error, FieldCode, FieldError, Namespace, Preference, PreferenceId, PreferenceKey,
     PreferenceValue, UserId, UserRef,
 };
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use url::Url;
-use utoipa::{IntoResponses, ToSchema};
+use utoipa::{IntoParams, IntoResponses, ToSchema};
 
-use crate::auth::Authenticated;
+use crate::authenticated::Authenticated;
 use crate::body::{self, FORM, JSON, MULTIPART};
 use crate::conditional::{self, preconditions, tagged};
 use crate::error::{Dialect, Failure, Problem};
-use crate::openapi::PreferenceJson;
-use crate::{AppState, read, resource};
+use crate::routing::{self, Resource, Verb};
+use crate::schemas::PreferenceJson;
+use crate::state::AppState;
 
-/// The list resource.
-pub(crate) const LIST: &str = "/api/v2/user/{user_id}/preference/";
-pub(crate) const LIST_ALLOW: &str = "GET, HEAD, POST, OPTIONS";
-/// One record.
-pub(crate) const ONE: &str = "/api/v2/user/{user_id}/preference/{id}/";
-pub(crate) const ONE_ALLOW: &str = "GET, HEAD, PUT, PATCH, DELETE, OPTIONS";
+/// The dialect's route table: the list of a user's records, and one record.
+pub(crate) const RESOURCES: &[Resource] = &[
+    Resource::new(
+        "/api/v2/user/{user_id}/preference/",
+        &[(Verb::Get, |route| route.to(list)), (Verb::Post, |route| route.to(create))],
+    ),
+    Resource::new(
+        "/api/v2/user/{user_id}/preference/{id}/",
+        &[
+            (Verb::Get, |route| route.to(get)),
+            (Verb::Put, |route| route.to(put)),
+            (Verb::Patch, |route| route.to(patch)),
+            (Verb::Delete, |route| route.to(delete)),
+        ],
+    ),
+];
+
+/// The path parameter of the list route.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+pub(crate) struct RecordUserPath {
+    /// An integer user id, or `me`
+    user_id: String,
+}
+
+/// The path parameters of a record's route: the user, as in [`RecordUserPath`] (and documented
+/// there), and the record's id (any text: one that is not an integer names no record).
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+pub(crate) struct RecordPath {
+    #[param(ignore)]
+    user_id: String,
+    /// The record id
+    #[param(value_type = i64)]
+    id: String,
+}
 
 /// A preference as a record.
 #[derive(Debug, Serialize, ToSchema)]
@@ -254,19 +285,13 @@ impl Dialect for Records {
     }
 }
 
+/// Registers [`RESOURCES`], and the dialect's 404 for any other path under its prefix.
 pub(crate) fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.service(resource::<Records>(LIST, LIST_ALLOW).route(read().to(list)).route(web::post().to(create)))
-        .service(
-            resource::<Records>(ONE, ONE_ALLOW)
-                .route(read().to(get))
-                .route(web::put().to(put))
-                .route(web::patch().to(patch))
-                .route(web::delete().to(delete)),
-        )
-        .service(
-            web::resource("/api/v2/{tail:.*}")
-                .to(|| async { Err::<HttpResponse, _>(Failure::<Records>::from(Problem::NoRoute)) }),
-        );
+    routing::register::<Records>(cfg, RESOURCES);
+    cfg.service(
+        web::resource("/api/v2/{tail:.*}")
+            .to(|| async { Err::<HttpResponse, _>(Failure::<Records>::from(Problem::NoRoute)) }),
+    );
 }
 
 /// `{user_id}`: an integer id or `me`; anything else names no user.
@@ -337,7 +362,7 @@ impl Page {
 
 /// A page of the user's records, ordered by id.
 #[utoipa::path(get, operation_id = "record_list", path = "/api/v2/user/{user_id}/preference/", tag = "Records",
-    params(("user_id" = String, Path, description = "An integer user id, or `me`"),
+    params(RecordUserPath,
         ("limit" = Option<String>, Query, description = "Page size: 20 by default, at most 100; anything but a positive integer gives 20"),
         ("offset" = Option<String>, Query, description = "Records to skip; anything but a non-negative integer gives 0"),
         ("key" = Option<String>, Query, description = "Only the record with exactly this key"),
@@ -351,10 +376,10 @@ impl Page {
 pub(crate) async fn list(
     auth: Authenticated<Records>,
     state: web::Data<AppState>,
-    path: web::Path<String>,
+    path: web::Path<RecordUserPath>,
     req: HttpRequest,
 ) -> Result<HttpResponse, Failure<Records>> {
-    let target = user_ref(&path)?;
+    let target = user_ref(&path.user_id)?;
     let page = Page::from_query(req.query_string())?;
     let all = state.service.namespace(&auth.actor, &target, &Namespace::Global).await?;
     let matching: Vec<&Preference> =
@@ -376,7 +401,7 @@ pub(crate) async fn list(
 
 /// One record.
 #[utoipa::path(get, operation_id = "record_get", path = "/api/v2/user/{user_id}/preference/{id}/", tag = "Records",
-    params(("user_id" = String, Path, description = "An integer user id, or `me`"), ("id" = i64, Path, description = "The record id")),
+    params(RecordUserPath, RecordPath),
     responses(
         (status = 200, description = "The record", body = Record),
         (status = 304, description = "Not modified (If-None-Match)"),
@@ -385,10 +410,10 @@ pub(crate) async fn list(
 pub(crate) async fn get(
     auth: Authenticated<Records>,
     state: web::Data<AppState>,
-    path: web::Path<(String, String)>,
+    path: web::Path<RecordPath>,
     req: HttpRequest,
 ) -> Result<HttpResponse, Failure<Records>> {
-    let (user, id) = path.into_inner();
+    let RecordPath { user_id: user, id } = path.into_inner();
     let target = user_ref(&user)?;
     let preference = state.service.record(&auth.actor, &target, record_id(&id)?).await?;
     Ok(conditional::read(&req, &ETag::of_preference(&preference), &Record::from(&preference))?)
@@ -471,7 +496,7 @@ fn form_members(fields: Vec<(String, String)>) -> Result<Map<String, Value>, Pro
 
 /// Creates a record; its key must be new for the user.
 #[utoipa::path(post, operation_id = "record_create", path = "/api/v2/user/{user_id}/preference/", tag = "Records",
-    params(("user_id" = String, Path, description = "An integer user id, or `me`")),
+    params(RecordUserPath),
     request_body(content(
         (RecordBody = "application/json"),
         (RecordForm = "application/x-www-form-urlencoded"),
@@ -484,11 +509,11 @@ fn form_members(fields: Vec<(String, String)>) -> Result<Map<String, Value>, Pro
 pub(crate) async fn create(
     auth: Authenticated<Records>,
     state: web::Data<AppState>,
-    path: web::Path<String>,
+    path: web::Path<RecordUserPath>,
     req: HttpRequest,
     payload: web::Payload,
 ) -> Result<HttpResponse, Failure<Records>> {
-    let target = user_ref(&path)?;
+    let target = user_ref(&path.user_id)?;
     // Access is decided before the body is read (docs/contract.md §4.3).
     let user = state.service.authorize(&auth.actor, &target, &Namespace::Global, Action::Write).await?;
     let target = UserRef::Known(user);
@@ -507,7 +532,7 @@ pub(crate) async fn create(
 
 /// Replaces a record's key and value (both required).
 #[utoipa::path(put, operation_id = "record_put", path = "/api/v2/user/{user_id}/preference/{id}/", tag = "Records",
-    params(("user_id" = String, Path, description = "An integer user id, or `me`"), ("id" = i64, Path, description = "The record id")),
+    params(RecordUserPath, RecordPath),
     request_body(content(
         (RecordBody = "application/json"),
         (RecordForm = "application/x-www-form-urlencoded"),
@@ -520,7 +545,7 @@ pub(crate) async fn create(
 pub(crate) async fn put(
     auth: Authenticated<Records>,
     state: web::Data<AppState>,
-    path: web::Path<(String, String)>,
+    path: web::Path<RecordPath>,
     req: HttpRequest,
     payload: web::Payload,
 ) -> Result<HttpResponse, Failure<Records>> {
@@ -529,7 +554,7 @@ pub(crate) async fn put(
 
 /// Changes a record's key (a rename keeps its id) and/or value.
 #[utoipa::path(patch, operation_id = "record_patch", path = "/api/v2/user/{user_id}/preference/{id}/", tag = "Records",
-    params(("user_id" = String, Path, description = "An integer user id, or `me`"), ("id" = i64, Path, description = "The record id")),
+    params(RecordUserPath, RecordPath),
     request_body(content(
         (RecordPatch = "application/json"),
         (RecordFormPatch = "application/x-www-form-urlencoded"),
@@ -542,7 +567,7 @@ pub(crate) async fn put(
 pub(crate) async fn patch(
     auth: Authenticated<Records>,
     state: web::Data<AppState>,
-    path: web::Path<(String, String)>,
+    path: web::Path<RecordPath>,
     req: HttpRequest,
     payload: web::Payload,
 ) -> Result<HttpResponse, Failure<Records>> {
@@ -553,12 +578,12 @@ pub(crate) async fn patch(
 async fn update(
     auth: Authenticated<Records>,
     state: web::Data<AppState>,
-    path: web::Path<(String, String)>,
+    path: web::Path<RecordPath>,
     req: HttpRequest,
     payload: web::Payload,
     required: bool,
 ) -> Result<HttpResponse, Failure<Records>> {
-    let (user, id) = path.into_inner();
+    let RecordPath { user_id: user, id } = path.into_inner();
     let (target, id) = (user_ref(&user)?, record_id(&id)?);
     // Access is decided before the body is read (docs/contract.md §4.3).
     let target = UserRef::Known(state.service.authorize_record(&auth.actor, &target, id).await?);
@@ -571,7 +596,7 @@ async fn update(
 
 /// Deletes a record.
 #[utoipa::path(delete, operation_id = "record_delete", path = "/api/v2/user/{user_id}/preference/{id}/", tag = "Records",
-    params(("user_id" = String, Path, description = "An integer user id, or `me`"), ("id" = i64, Path, description = "The record id")),
+    params(RecordUserPath, RecordPath),
     responses(
         (status = 204, description = "Deleted"),
         RecordReadErrors,
@@ -580,10 +605,10 @@ async fn update(
 pub(crate) async fn delete(
     auth: Authenticated<Records>,
     state: web::Data<AppState>,
-    path: web::Path<(String, String)>,
+    path: web::Path<RecordPath>,
     req: HttpRequest,
 ) -> Result<HttpResponse, Failure<Records>> {
-    let (user, id) = path.into_inner();
+    let RecordPath { user_id: user, id } = path.into_inner();
     let target = user_ref(&user)?;
     state.service.delete_record(&auth.actor, &target, record_id(&id)?, &preconditions(&req)).await?;
     Ok(HttpResponse::NoContent().finish())

@@ -1,7 +1,5 @@
-//! Request ids and the access log: every response carries `Request-Id` (the caller's, when it is a
-//! well-formed xid, else a new one), and every request is logged once with it.
-
-use std::time::Instant;
+//! Request ids: every response carries `Request-Id` (the caller's, when it is a well-formed xid,
+//! else a new one), and error bodies and log lines of the request name it ([`current`]).
 
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
@@ -25,8 +23,8 @@ fn well_formed(id: &str) -> bool {
     id.len() == 20 && id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'v'))
 }
 
-/// Middleware: assigns the request id, serves the request within it, echoes it in the response,
-/// and writes the access-log line.
+/// Middleware: assigns the request id, serves the request within it, and echoes it in the
+/// response.
 ///
 /// # Errors
 /// Passes on the inner service's errors.
@@ -40,23 +38,10 @@ pub async fn middleware(
         .and_then(|v| v.to_str().ok())
         .filter(|v| well_formed(v))
         .map_or_else(|| xid::new().to_string(), str::to_owned);
-    let started = Instant::now();
-    let client = crate::client::address(req.request());
-    let method = req.method().clone();
-    let path = req.path().to_owned();
     let mut response = CURRENT.scope(id.clone(), next.call(req)).await?;
     if let Ok(value) = HeaderValue::from_str(&id) {
         response.headers_mut().insert(HEADER, value);
     }
-    tracing::info!(
-        request_id = %id,
-        %client,
-        %method,
-        %path,
-        status = response.status().as_u16(),
-        micros = started.elapsed().as_micros() as u64,
-        "request"
-    );
     Ok(response)
 }
 

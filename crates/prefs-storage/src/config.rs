@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use url::Url;
 
+use crate::backend::Backend;
 use crate::error::StorageError;
 
 /// SQLite's `synchronous` setting (docs/contract.md §5.2).
@@ -45,15 +46,6 @@ impl FromStr for SqliteSynchronous {
     }
 }
 
-/// The database engine behind a store.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Backend {
-    /// An embedded SQLite file.
-    Sqlite,
-    /// A PostgreSQL server.
-    Postgres,
-}
-
 impl Backend {
     /// Picks the backend from a database URL: `postgres://` and `postgresql://` are PostgreSQL;
     /// `sqlite://path`, a `file:` URI or a plain path is SQLite.
@@ -76,15 +68,6 @@ impl Backend {
         } else {
             Ok(Self::Sqlite)
         }
-    }
-}
-
-impl fmt::Display for Backend {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Self::Sqlite => "sqlite",
-            Self::Postgres => "postgres",
-        })
     }
 }
 

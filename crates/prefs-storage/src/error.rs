@@ -16,7 +16,7 @@ use diesel::result::{ConnectionError, DatabaseErrorInformation, DatabaseErrorKin
 use diesel_async::pooled_connection::PoolError as ConnectError;
 use prefs_domain::{Error, Username};
 
-use crate::config::Backend;
+use crate::backend::Backend;
 
 /// Why the store could not be set up or migrated. Its messages never include a password from the
 /// database URL.
@@ -53,7 +53,7 @@ pub enum StorageError {
 pub(crate) struct CheckoutTimeout(pub(crate) Duration);
 
 /// A failure inside the adapter, before translation. `?` works on diesel, pool and domain errors
-/// alike inside a `with_conn!` body; the port methods translate it once, on the way out.
+/// alike inside a backend's operation; the port methods translate it once, on the way out.
 #[derive(Debug)]
 pub(crate) enum Failure {
     /// A query, transaction or migration statement failed.
@@ -114,8 +114,9 @@ impl From<Failure> for Error {
     }
 }
 
-/// A failure that many operations share (the one query that answered many reads), told to each
-/// as an [`Error`] of its kind: [`Error::Unavailable`] or [`Error::Internal`], with its cause.
+/// A failure that many operations share (the one PostgreSQL query that answered many reads, the
+/// SQLite commit of a batch of writes), told to each as an [`Error`] of its kind:
+/// [`Error::Unavailable`] or [`Error::Internal`], with its cause.
 #[derive(Debug, Clone)]
 pub(crate) struct Shared(Arc<Error>);
 

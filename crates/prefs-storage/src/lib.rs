@@ -12,9 +12,10 @@
 //! ```
 //!
 //! Both backends share one schema (equivalent migrations in `migrations/sqlite` and
-//! `migrations/postgres`, with the same versions), and every query is written once: a private `with_conn!` macro expands
-//! it for each backend. Values are stored as compact JSON text and timestamps as
-//! microseconds since the Unix epoch.
+//! `migrations/postgres`, with the same versions), and the queries they both run are written once,
+//! with diesel's DSL where it can say them (`queries.rs`); each backend runs them its own way, in
+//! a module of its own (`sqlite/`, `postgres/`), and only the facade (`store.rs`) sees both.
+//! Values are stored as compact JSON text and timestamps as microseconds since the Unix epoch.
 //!
 //! SQLite reads run inline, on the calling thread, over a connection of that thread's own (WAL
 //! readers never wait for the writer). `modify` runs in one transaction that excludes every other
@@ -27,10 +28,12 @@
 //! [`StoreConfig::pool_wait`], after which operations report
 //! [`Error::Unavailable`](prefs_domain::Error::Unavailable).
 //!
-//! Users are remembered by token subject ([`StoreConfig::user_cache`]). The store remembers the
-//! namespaces and single preferences its reads found ([`StoreConfig::namespace_cache_bytes`],
-//! shared by its threads), and uses them only while they are still right: on SQLite while nobody
-//! committed to the database since, on PostgreSQL while the user's `version` is the same. PostgreSQL reads under way together on a
+//! Users are remembered by token subject ([`StoreConfig::user_cache`]); every read and write of a
+//! user's data comes back to the facade through one path, which forgets them when it finds the
+//! user removed (`users.rs`). The store remembers the namespaces and single preferences its reads
+//! found ([`StoreConfig::namespace_cache_bytes`], shared by its threads, `cache.rs`), and uses
+//! them only while they are still right: on SQLite while nobody committed to the database since,
+//! on PostgreSQL while the user's `version` is the same. PostgreSQL reads under way together on a
 //! thread go in one query, which checks the versions and loads only what changed.
 //!
 //! PostgreSQL connections honour libpq's TLS parameters in the URL (`sslmode`, `sslrootcert`,
@@ -40,35 +43,30 @@
 //! The `testing` feature adds `prefs_storage::testing`: fresh scratch databases for this crate's
 //! contract suite (`tests/contract.rs`) and for other crates' tests.
 
+// Shared by both backends, importing neither.
+mod backend;
+mod cache;
 mod config;
 mod error;
-mod pool;
-mod postgres;
-mod read;
-mod readers;
+mod modify;
+mod queries;
 mod rows;
 mod schema;
+mod status;
+mod user_ids;
+mod users;
+
+// One module per backend, never importing each other.
+mod postgres;
 mod sqlite;
+
+// The facade: picks a backend from the URL.
 mod store;
 #[cfg(feature = "testing")]
 pub mod testing;
-mod transaction;
-mod user_ids;
-mod writer;
 
-pub use config::{Backend, DatabaseUrl, SqliteSynchronous, StoreConfig};
+pub use backend::Backend;
+pub use config::{DatabaseUrl, SqliteSynchronous, StoreConfig};
 pub use error::StorageError;
+pub use status::PoolStatus;
 pub use store::DieselStore;
-
-/// The connections' figures, for metrics.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct PoolStatus {
-    /// The most connections there may be.
-    pub max_size: usize,
-    /// The connections open now.
-    pub size: usize,
-    /// The open connections idle now.
-    pub available: usize,
-    /// Requests waiting for a connection.
-    pub waiting: usize,
-}

@@ -16,7 +16,9 @@ use diesel::Connection;
 use diesel_async::{AsyncPgConnection, SimpleAsyncConnection};
 use tempfile::TempDir;
 
-use crate::{Backend, DieselStore, StoreConfig};
+use crate::backend::Backend;
+use crate::config::StoreConfig;
+use crate::store::DieselStore;
 
 /// The environment variable naming the PostgreSQL server for scratch databases.
 pub const POSTGRES_URL_VAR: &str = "PREFS_TEST_POSTGRES_URL";
@@ -40,7 +42,7 @@ fn prepared_statements() -> bool {
 /// # Errors
 /// When the URL is unusable or the connection cannot be made.
 pub async fn pg_connect(url: &str) -> Result<AsyncPgConnection, Box<dyn std::error::Error + Send + Sync>> {
-    let connector = crate::postgres::PgConnector::new(url, prepared_statements(), String::new())?;
+    let connector = crate::postgres::connect::PgConnector::new(url, prepared_statements(), String::new())?;
     Ok(connector.connect().await?)
 }
 

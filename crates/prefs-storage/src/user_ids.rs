@@ -28,48 +28,37 @@ use diesel::query_builder::{AstPass, Query, QueryFragment, QueryId};
 use diesel::serialize::ToSql;
 use diesel::sql_types::{BigInt, Text};
 use diesel::sqlite::Sqlite;
-use diesel_async::{AsyncPgConnection, RunQueryDsl, SimpleAsyncConnection};
+use prefs_domain::{Error, User, UserId, Username};
 
+use crate::error::{Failure, user_conflict};
 use crate::rows::{NewUser, UserRow};
-use crate::sqlite::SqliteConn;
 
-/// The key of the PostgreSQL advisory lock under which a transaction moves the users' id sequence
-/// past an explicit id.
-const ID_SEQUENCE_LOCK: i64 = 0x7072_6566_735f_6964; // "prefs_id"
-
-/// Inserting a user with a given id, as each backend does it.
-pub(crate) trait InsertWithId {
-    /// Inserts user `id` with `new`'s subject and username (at `version` = `created_at`), or,
-    /// when the subject exists, sets its username; returns the row, whose id is not `id` when the
-    /// subject's user has another. Fails with a unique violation of `users.id` when another
-    /// subject's user holds `id`.
-    async fn insert_with_id(&mut self, new: &NewUser<'_>, id: i64) -> QueryResult<UserRow>;
-}
-
-impl InsertWithId for SqliteConn {
-    /// `AUTOINCREMENT` follows the explicit id by itself.
-    async fn insert_with_id(&mut self, new: &NewUser<'_>, id: i64) -> QueryResult<UserRow> {
-        Insert { new, id }.get_result(self).await
+/// What a sign-up's insert (`row`) gives: the user, or why not. With `id` asked for, a subject
+/// whose user has another id is [`Error::IdentityMismatch`] (the caller rolls back), as is an id
+/// another subject's user holds.
+pub(crate) fn signed_up(
+    row: QueryResult<UserRow>,
+    username: &Username,
+    id: Option<UserId>,
+) -> Result<User, Failure> {
+    let user = User::try_from(row.map_err(|e| user_conflict(e, username))?)?;
+    if id.is_some_and(|id| id != user.id) {
+        // The subject's user has another id: rolled back, its username unchanged.
+        return Err(Error::IdentityMismatch.into());
     }
-}
-
-impl InsertWithId for AsyncPgConnection {
-    /// Moves the id sequence past `id` first (never back), then inserts.
-    async fn insert_with_id(&mut self, new: &NewUser<'_>, id: i64) -> QueryResult<UserRow> {
-        self.batch_execute(&format!(
-            "SELECT pg_advisory_xact_lock({ID_SEQUENCE_LOCK}); \
-             SELECT setval('users_id_seq', {id}) FROM users_id_seq WHERE last_value < {id}"
-        ))
-        .await?;
-        Insert { new, id }.get_result(self).await
-    }
+    Ok(user)
 }
 
 /// `INSERT INTO users (id, …) VALUES (…) ON CONFLICT (subject) DO UPDATE SET username = …
-/// RETURNING id, subject, username`: one fixed statement, prepared once per connection.
-struct Insert<'a> {
-    new: &'a NewUser<'a>,
-    id: i64,
+/// RETURNING id, subject, username`: one fixed statement, prepared once per connection, which
+/// inserts user `id` with `new`'s subject and username (at `version` = `created_at`), or, when the
+/// subject exists, sets its username. Hand-written: PostgreSQL needs `OVERRIDING SYSTEM VALUE`
+/// (which diesel's DSL cannot say) to insert into a `GENERATED ALWAYS` identity column.
+pub(crate) struct Insert<'a> {
+    /// The user's subject, username and creation time.
+    pub(crate) new: &'a NewUser<'a>,
+    /// The id asked for.
+    pub(crate) id: i64,
 }
 
 impl Insert<'_> {

@@ -1,5 +1,6 @@
 //! [`SqliteConn`]: diesel's synchronous SQLite connection as a diesel-async connection, so that
-//! every query of the store is written once for both backends. Every call runs at once, on the
+//! the queries both backends share ([`crate::queries`]) run on it as they do on PostgreSQL's.
+//! Every call runs at once, on the
 //! calling thread, and its future is ready at its first poll ([`inline`]): a SQLite call only
 //! ever waits for the disk or for the busy timeout, and prefs makes its calls where that is
 //! allowed (a worker thread's reads, the writer thread's transactions).
@@ -15,7 +16,7 @@ use diesel::connection::{CacheSize, Connection, Instrumentation, LoadConnection,
 use diesel::query_builder::{AsQuery, AstPass, Query, QueryFragment, QueryId};
 use diesel::row::IntoOwnedRow;
 use diesel::sqlite::{Sqlite, SqliteConnection};
-use diesel::{ConnectionResult, QueryResult};
+use diesel::{ConnectionError, ConnectionResult, QueryResult};
 use diesel_async::{AnsiTransactionManager, AsyncConnection, AsyncConnectionCore, SimpleAsyncConnection};
 use futures_util::FutureExt;
 use futures_util::stream::{self, Iter};
@@ -33,6 +34,15 @@ pub(crate) struct SqliteConn {
 /// A row copied out of SQLite's buffers, so that it outlives the statement.
 type OwnedRow =
     <<SqliteConnection as LoadConnection>::Row<'static, 'static> as IntoOwnedRow<'static, Sqlite>>::OwnedRow;
+
+impl SqliteConn {
+    /// Opens and sets up a connection to `url`, which runs `setup_sql` once, now.
+    pub(crate) fn open(url: &str, setup_sql: &str) -> ConnectionResult<Self> {
+        let mut conn = SqliteConnection::establish(url)?;
+        conn.batch_execute(setup_sql).map_err(ConnectionError::CouldntSetupConfiguration)?;
+        Ok(Self { conn, transaction: AnsiTransactionManager::default() })
+    }
+}
 
 impl SimpleAsyncConnection for SqliteConn {
     async fn batch_execute(&mut self, query: &str) -> QueryResult<()> {
@@ -130,8 +140,8 @@ fn until_error<T, E>(cursor: impl Iterator<Item = Result<T, E>>) -> Vec<Result<T
     items
 }
 
-/// The output of `future`, which must finish at its first poll: a SQLite body, whose statements
-/// run inline, so it never waits for anything.
+/// The output of `future`, which must finish at its first poll: SQLite work, whose statements run
+/// inline, so it never waits for anything.
 pub(crate) fn inline<F: Future>(future: F) -> Result<F::Output, Failure> {
     future
         .now_or_never()

@@ -16,10 +16,10 @@ use diesel_async::{AnsiTransactionManager, AsyncConnection, SimpleAsyncConnectio
 use prefs_domain::Error;
 use tokio::sync::oneshot;
 
-use crate::error::{CheckoutTimeout, Failure};
-use crate::pool::{self, finish};
-use crate::readers::Readers;
-use crate::sqlite::{SqliteConn, inline};
+use super::conn::{SqliteConn, inline};
+use super::readers::Readers;
+use crate::error::{CheckoutTimeout, Failure, Shared};
+use crate::modify::finish;
 
 /// The most transactions committed together.
 const BATCH: usize = 64;
@@ -142,7 +142,7 @@ fn savepoint<T>(
 /// The writer thread: takes the queued jobs, up to [`BATCH`] at a time, runs them in one
 /// transaction and answers them after its commit.
 fn work(queue: &mpsc::Receiver<Job>, queued: &AtomicUsize, readers: &Readers, wait: Duration) {
-    let open = || inline(pool::open(&readers.url, &readers.setup_sql))?.map_err(Failure::from);
+    let open = || SqliteConn::open(&readers.url, &readers.setup_sql).map_err(Failure::from);
     let mut conn: Option<SqliteConn> = None;
     while let Ok(first) = queue.recv() {
         let now = Instant::now();
@@ -165,8 +165,8 @@ fn work(queue: &mpsc::Receiver<Job>, queued: &AtomicUsize, readers: &Readers, wa
                 if failure.read_only() {
                     readers.close_all();
                 }
-                let failure = shared(failure);
-                live.into_iter().for_each(|job| drop((job.task)(Err(failure()))));
+                let shared = Shared::new(failure);
+                live.into_iter().for_each(|job| drop((job.task)(Err(shared.error().into()))));
                 continue;
             }
         };
@@ -191,8 +191,8 @@ fn work(queue: &mpsc::Receiver<Job>, queued: &AtomicUsize, readers: &Readers, wa
                 if failure.read_only() {
                     readers.close_all();
                 }
-                let failure = shared(failure);
-                answers.for_each(|answer| answer(Some(failure())));
+                let shared = Shared::new(failure);
+                answers.for_each(|answer| answer(Some(shared.error().into())));
             }
         }
     }
@@ -218,15 +218,4 @@ fn begin(conn: &mut SqliteConn, deadline: Instant, wait: Duration) -> Result<(),
     let begun = begin(conn);
     busy(conn, wait)?;
     begun
-}
-
-/// One failure for every caller of a batch: unavailable (503) or internal, as it is.
-fn shared(failure: Failure) -> impl Fn() -> Failure {
-    let error = Error::from(failure);
-    let unavailable = matches!(error, Error::Unavailable(_));
-    let message = std::error::Error::source(&error).map_or_else(|| error.to_string(), ToString::to_string);
-    move || {
-        let message = message.clone().into();
-        Failure::Domain(if unavailable { Error::Unavailable(message) } else { Error::Internal(message) })
-    }
 }

@@ -11,10 +11,9 @@ use diesel::sqlite::Sqlite;
 use prefs_domain::{Error, Preference};
 use thread_local::ThreadLocal;
 
+use super::conn::{SqliteConn, inline};
+use crate::cache::{Read, Remembered};
 use crate::error::Failure;
-use crate::pool::open;
-use crate::read::{Read, Remembered};
-use crate::sqlite::{SqliteConn, inline};
 
 /// SQLite's read connections: one per thread that reads, opened on its first read and kept.
 /// A read runs on the calling thread (an actix worker) at once: WAL readers do not wait for the
@@ -133,7 +132,7 @@ impl Readers {
         let reader = match &mut *slot {
             Some(reader) => reader,
             None => {
-                let conn = inline(open(&self.url, &self.setup_sql))??;
+                let conn = SqliteConn::open(&self.url, &self.setup_sql)?;
                 self.open.fetch_add(1, Ordering::Relaxed);
                 slot.insert(Reader { conn, seen: None })
             }

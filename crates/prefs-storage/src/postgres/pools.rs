@@ -1,52 +1,28 @@
-//! Connections for both backends and the `with_conn!` macro that runs one query body on either.
+//! PostgreSQL's connections ([`PgPools`]): one pool per thread for the write transactions, and
+//! read connections each thread's reads share. [`PgPools::read`] runs a read on them,
+//! [`PgPools::transaction`] a write transaction on a pooled connection.
 //!
-//! SQLite reads run inline, on the thread that asks, over that thread's own connection
-//! ([`Readers`]): in WAL mode a reader never waits for a lock, and a point read costs less than
-//! handing it to another thread and back. SQLite writes go to the [`Writer`] thread, which commits
-//! them in batches, so no read connection ever waits for the write lock.
-//!
-//! A PostgreSQL body runs where it is awaited: a read on one of its thread's shared read
-//! connections, which pipeline the reads (the reads of namespaces and single preferences go
-//! there together, [`batched`](crate::read::batched)), and a write transaction on a connection of
-//! its thread's own pool ([`PgPools`]). A [`Lease`] dropped before its body finished
-//! takes its connection out of the pool instead of returning it, since the connection may still
-//! be running a statement or sit inside an open transaction. Closing it rolls that transaction
-//! back.
+//! A [`Lease`] dropped before its operation finished takes its connection out of the pool instead
+//! of returning it, since the connection may still be running a statement or sit inside an open
+//! transaction. Closing it rolls that transaction back.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use deadpool::managed::Object;
-use diesel::prelude::*;
 use diesel_async::pooled_connection::deadpool::Pool;
 use diesel_async::pooled_connection::{
     AsyncDieselConnectionManager, ManagerConfig, PoolableConnection, RecyclingMethod,
 };
 use diesel_async::{AsyncConnection, AsyncPgConnection, SimpleAsyncConnection, TransactionManager};
-use futures_util::future::FutureExt;
+use futures_util::future::{BoxFuture, FutureExt};
 use prefs_domain::Error;
 use thread_local::ThreadLocal;
 
-use crate::PoolStatus;
+use super::connect::PgConnector;
 use crate::error::{CheckoutTimeout, Failure};
-use crate::postgres::PgConnector;
-use crate::read::{Queue, Remembered};
-use crate::readers::Readers;
-use crate::writer::Writer;
-
-/// The connections of one backend; [`with_conn!`] dispatches on it.
-#[derive(Clone)]
-pub(crate) enum Pools {
-    /// SQLite: a read connection per thread, and the writer for everything that writes.
-    Sqlite {
-        /// Runs reads.
-        readers: Arc<Readers>,
-        /// Runs the write transactions.
-        writer: Writer,
-    },
-    /// PostgreSQL.
-    Postgres(Arc<PgPools>),
-}
+use crate::modify::finish;
+use crate::status::PoolStatus;
 
 /// How many read connections each thread keeps on PostgreSQL, at most.
 pub(crate) const READERS: usize = 2;
@@ -63,10 +39,6 @@ pub(crate) struct PgPools {
     pools: ThreadLocal<Pool<AsyncPgConnection>>,
     /// Each thread's read connections (up to [`READERS`]), shared by all the thread's reads.
     readers: ThreadLocal<tokio::sync::Mutex<Vec<Arc<AsyncPgConnection>>>>,
-    /// Each thread's reads waiting to be sent together ([`batched`](crate::read::batched)).
-    queues: ThreadLocal<Arc<std::sync::Mutex<Queue>>>,
-    /// The answers reads found, each at its user's version.
-    remembered: Option<Remembered>,
     connector: Arc<PgConnector>,
     size: usize,
     /// `lock_timeout` in milliseconds: a session setting of each connection, or behind a
@@ -75,14 +47,11 @@ pub(crate) struct PgPools {
 }
 
 impl PgPools {
-    /// Pools of `size` connections made by `connector`; answers are remembered up to `remember`
-    /// bytes in all.
-    pub(crate) fn new(connector: PgConnector, size: usize, lock_timeout_ms: u128, remember: u64) -> Self {
+    /// Pools of `size` connections made by `connector`.
+    pub(crate) fn new(connector: PgConnector, size: usize, lock_timeout_ms: u128) -> Self {
         Self {
             pools: ThreadLocal::new(),
             readers: ThreadLocal::new(),
-            queues: ThreadLocal::new(),
-            remembered: Remembered::new(remember),
             connector: Arc::new(connector),
             size,
             lock_timeout_ms,
@@ -158,16 +127,6 @@ impl PgPools {
         Ok(conn)
     }
 
-    /// This thread's queue of reads.
-    pub(crate) fn queue(&self) -> Arc<std::sync::Mutex<Queue>> {
-        self.queues.get_or_default().clone()
-    }
-
-    /// The answers reads found, if any are remembered.
-    pub(crate) fn remembered(&self) -> Option<&Remembered> {
-        self.remembered.as_ref()
-    }
-
     /// Stops handing out `conn`, on which a read failed.
     pub(crate) async fn retire(&self, conn: &Arc<AsyncPgConnection>) {
         if let Some(readers) = self.readers.get() {
@@ -182,6 +141,58 @@ impl PgPools {
         for readers in self.readers.iter() {
             readers.lock().await.clear();
         }
+    }
+
+    /// Runs `body` on a connection to read on ([`PgPools::reading`]), as `&mut &AsyncPgConnection`
+    /// (which cannot begin a transaction). A read that failed is tried once more on another
+    /// connection (reads change nothing): the server may have closed the first one (a restart, an
+    /// idle timeout).
+    pub(crate) async fn read<T>(
+        &self,
+        wait: Duration,
+        mut body: impl for<'c> FnMut(&'c mut &'c AsyncPgConnection) -> BoxFuture<'c, Result<T, Failure>>,
+    ) -> Result<T, Failure> {
+        let mut tried = false;
+        loop {
+            let reading = self.reading(wait).await?;
+            let out = {
+                let mut conn: &AsyncPgConnection = reading.conn();
+                body(&mut conn).await
+            };
+            let out = reading.finish(self, out).await;
+            if let Err(Failure::Query(_)) = &out
+                && !std::mem::replace(&mut tried, true)
+            {
+                continue;
+            }
+            break out;
+        }
+    }
+
+    /// Runs `body` in a transaction of its own on a pooled connection, committed if it returns
+    /// `Ok` and rolled back otherwise.
+    pub(crate) async fn transaction<T>(
+        &self,
+        wait: Duration,
+        body: impl for<'c> FnOnce(&'c mut AsyncPgConnection) -> BoxFuture<'c, Result<T, Failure>>,
+    ) -> Result<T, Failure> {
+        let mut lease = Lease::checkout(self.here()?, wait).await?;
+        let conn = lease.conn();
+        let out = async {
+            type Manager = <AsyncPgConnection as AsyncConnection>::TransactionManager;
+            Manager::begin_transaction(&mut *conn).await?;
+            if let Some(setup) = self.transaction_setup() {
+                // Behind a transaction-mode pooler: the lock timeout of this transaction.
+                if let Err(error) = conn.batch_execute(&setup).await {
+                    return finish(conn, Err(error.into())).await;
+                }
+            }
+            let out = body(&mut *conn).await;
+            finish(conn, out).await
+        }
+        .await;
+        lease.settle_unless_read_only(&out);
+        out
     }
 
     /// This thread's pool.
@@ -224,17 +235,6 @@ impl PgPools {
     }
 }
 
-/// Opens and sets up a connection (which runs `setup_sql` once, when it is made). A SQLite
-/// connection finishes at once ([`inline`](crate::sqlite::inline)).
-pub(crate) async fn open<C>(url: &str, setup_sql: &str) -> ConnectionResult<C>
-where
-    C: AsyncConnection + SimpleAsyncConnection,
-{
-    let mut conn = C::establish(url).await?;
-    conn.batch_execute(setup_sql).await.map_err(ConnectionError::CouldntSetupConfiguration)?;
-    Ok(conn)
-}
-
 /// A pooled PostgreSQL connection checked out for one operation.
 pub(crate) struct Lease {
     /// `None` only once taken by [`Lease::detach`] or drop.
@@ -262,6 +262,15 @@ impl Lease {
     /// deadpool still discards it if it is broken).
     pub(crate) fn settle(&mut self) {
         self.settled = true;
+    }
+
+    /// Settles the lease ([`Lease::settle`]) unless `out` is a refused write: a server that refuses
+    /// writes (a standby, after a failover) keeps its connections, so this one is closed and the
+    /// next is made anew, to the host that takes writes now (`target_session_attrs=read-write`).
+    pub(crate) fn settle_unless_read_only<T>(&mut self, out: &Result<T, Failure>) {
+        if !matches!(out, Err(failure) if failure.read_only()) {
+            self.settle();
+        }
     }
 
     /// Takes the connection out of the pool for good.
@@ -326,155 +335,3 @@ impl Reading {
         }
     }
 }
-
-/// Pins the output type of a `with_conn!` body so `?` knows what to convert into.
-pub(crate) fn body<T, F: Future<Output = Result<T, Failure>>>(future: F) -> F {
-    future
-}
-
-/// Commits when `out` is `Ok`, else rolls back and returns `out`'s error unchanged.
-pub(crate) async fn finish<C: AsyncConnection, T>(
-    conn: &mut C,
-    out: Result<T, Failure>,
-) -> Result<T, Failure> {
-    match out {
-        Ok(value) => {
-            C::TransactionManager::commit_transaction(conn).await?;
-            Ok(value)
-        }
-        Err(error) => {
-            if let Err(rollback) = C::TransactionManager::rollback_transaction(conn).await {
-                // The pool discards the connection (its transaction state is broken).
-                tracing::warn!(error = %rollback, "rollback failed");
-            }
-            Err(error)
-        }
-    }
-}
-
-/// Runs `body` with `conn` bound to a connection of `store` (a [`DieselStore`]), for whichever
-/// backend it has. The body is written once and compiled once per backend; it is an `async` block
-/// returning `Result<T, Failure>` (so `?` and `return` work inside), and the macro evaluates to
-/// `prefs_domain::Result<T>`.
-///
-/// `with_conn!(store, |conn| body)` reads: on SQLite inline, on this thread's read connection; on
-/// PostgreSQL on a shared read connection ([`PgPools::reader`]), as `&mut &AsyncPgConnection`
-/// (which cannot begin a transaction), tried once more on another if it fails.
-///
-/// `with_conn!(store, transaction |conn| body)` runs the body in a write transaction, committed if
-/// it returns `Ok` and rolled back otherwise: on SQLite through the [`Writer`], on PostgreSQL in a
-/// transaction of its own. Every write goes this way, or the next way.
-///
-/// `with_conn!(store, pipelined |conn| body)` runs a body written against
-/// [`Transaction`](crate::transaction::Transaction): on SQLite as above, on PostgreSQL in a
-/// [`Pipelined`](crate::transaction::Pipelined) transaction, which the body begins and commits
-/// itself, each with its first and last statements, and which is rolled back if the body fails
-/// between the two.
-///
-/// On SQLite a write body runs on the writer's thread, so what it uses must be owned
-/// (`'static`): it takes its captures by move.
-///
-/// [`DieselStore`]: crate::DieselStore
-macro_rules! with_conn {
-    ($store:expr, $kind:ident |$conn:ident| $body:expr) => {{
-        let store = &$store;
-        let out = match &store.pools {
-            $crate::pool::Pools::Sqlite { writer, .. } => {
-                writer
-                    .run(store.pool_wait, move |$conn| {
-                        $crate::sqlite::inline($crate::pool::body(async move { $body }))?
-                    })
-                    .await
-            }
-            $crate::pool::Pools::Postgres(pools) => {
-                $crate::pool::with_conn!(@$kind pools, store.pool_wait, |$conn| $body)
-            }
-        };
-        out.map_err(::prefs_domain::Error::from)
-    }};
-    (@transaction $pools:expr, $wait:expr, |$conn:ident| $body:expr) => {
-        $crate::pool::with_conn!(@postgres $pools, $wait, |conn| {
-            type Manager = <::diesel_async::AsyncPgConnection as ::diesel_async::AsyncConnection>::TransactionManager;
-            <Manager as ::diesel_async::TransactionManager<_>>::begin_transaction(conn).await?;
-            if let Some(setup) = $pools.transaction_setup() {
-                // Behind a transaction-mode pooler: the lock timeout of this transaction.
-                if let Err(error) = ::diesel_async::SimpleAsyncConnection::batch_execute(conn, &setup).await {
-                    return $crate::pool::finish(conn, Err(error.into())).await;
-                }
-            }
-            let out = $crate::pool::body(async {
-                let $conn = &mut *conn;
-                $body
-            })
-            .await;
-            $crate::pool::finish(conn, out).await
-        })
-    };
-    (@pipelined $pools:expr, $wait:expr, |$conn:ident| $body:expr) => {
-        $crate::pool::with_conn!(@postgres $pools, $wait, |conn| {
-            let mut transaction = $crate::transaction::Pipelined::new(conn, &$pools);
-            let out = $crate::pool::body(async {
-                let $conn = &mut transaction;
-                $body
-            })
-            .await;
-            transaction.end(out).await
-        })
-    };
-    ($store:expr, |$conn:ident| $body:expr) => {{
-        let store = &$store;
-        let out = match &store.pools {
-            $crate::pool::Pools::Sqlite { readers, .. } => {
-                readers.run(|$conn| $crate::sqlite::inline($crate::pool::body(async { $body }))?)
-            }
-            $crate::pool::Pools::Postgres(pools) => {
-                $crate::pool::with_conn!(@postgres_read pools, store.pool_wait, |$conn| $body)
-            }
-        };
-        out.map_err(::prefs_domain::Error::from)
-    }};
-    (@postgres_read $pools:expr, $wait:expr, |$conn:ident| $body:expr) => {
-        $crate::pool::body(async {
-            // A read that failed is tried once more on another connection (reads change nothing):
-            // the server may have closed the first one (a restart, an idle timeout).
-            let mut tried = false;
-            loop {
-                let reading = $pools.reading($wait).await?;
-                let out = $crate::pool::body(async {
-                    let shared: &::diesel_async::AsyncPgConnection = reading.conn();
-                    let $conn = &mut &*shared;
-                    $body
-                })
-                .await;
-                let out = reading.finish(&$pools, out).await;
-                if let Err($crate::error::Failure::Query(_)) = &out
-                    && !std::mem::replace(&mut tried, true)
-                {
-                    continue;
-                }
-                break out;
-            }
-        })
-        .await
-    };
-    (@postgres $pools:expr, $wait:expr, |$conn:ident| $body:expr) => {
-        $crate::pool::body(async {
-            let mut lease = $crate::pool::Lease::checkout($pools.here()?, $wait).await?;
-            let out = $crate::pool::body(async {
-                let $conn = lease.conn();
-                $body
-            })
-            .await;
-            // A server that refuses writes (a standby, after a failover) keeps its connections:
-            // this one is closed, so the next is made anew, to the host that takes writes now
-            // (`target_session_attrs=read-write`).
-            if !matches!(&out, Err(failure) if failure.read_only()) {
-                lease.settle();
-            }
-            out
-        })
-        .await
-    };
-}
-
-pub(crate) use with_conn;

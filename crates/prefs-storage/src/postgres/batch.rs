@@ -1,9 +1,8 @@
-//! The reads of one user's preferences that the ports answer most ([`Read`]), and how each
-//! backend answers them: SQLite one at a time ([`load`]), from its readers' caches
-//! ([`Readers::cached`](crate::readers::Readers::cached)); PostgreSQL many in one query
-//! ([`Batch`]): the reads of one thread under way at once ([`batched`]).
+//! PostgreSQL's reads of namespaces and single preferences ([`Read`]): the reads of one thread
+//! under way together go in one query ([`Batch`]), which checks the users' versions against the
+//! answers remembered ([`Remembered`]) and loads only what changed.
 
-use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use diesel::pg::Pg;
@@ -11,123 +10,40 @@ use diesel::prelude::*;
 use diesel::query_builder::{AstPass, Query, QueryFragment, QueryId};
 use diesel::sql_types::{Array, BigInt, Nullable, Text};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
+use futures_util::FutureExt;
 use prefs_domain::{Error, Preference};
-use serde_json::Value;
+use thread_local::ThreadLocal;
 use tokio::sync::oneshot;
 
+use super::pools::{PgPools, READERS};
+use crate::cache::{Read, Remembered};
 use crate::error::{CheckoutTimeout, Failure, Shared};
-use crate::pool::{PgPools, READERS, with_conn};
 use crate::rows::{PreferenceRow, namespace_from};
 use crate::schema::preferences;
-use crate::sqlite::{SqliteConn, inline};
-use crate::store::{in_namespace, rows_of_user};
 
-/// A read of one user's preferences in one namespace: all of them, or the one of a key or id.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub(crate) enum Read {
-    /// Every preference of user `.0` in namespace `.1`.
-    Namespace(i64, String),
-    /// User `.0`'s preference of key `.2` in namespace `.1`, if any.
-    Key(i64, String, String),
-    /// User `.0`'s preference of id `.2` in namespace `.1`, if any.
-    Id(i64, String, i64),
+/// Each thread's reads waiting to be sent together, over `pools`' read connections, and the
+/// answers they found, each at its user's version.
+pub(crate) struct Batches {
+    pools: Arc<PgPools>,
+    /// Each thread's queue of reads.
+    queues: ThreadLocal<Arc<Mutex<Queue>>>,
+    /// The answers reads found, each at its user's version.
+    remembered: Option<Remembered>,
 }
 
-/// Answers to [`Read`]s, each with the version it was read at, up to a weight in bytes: an
-/// estimate of the memory they take ([`weight`]). One per store, shared by every thread, so a
-/// user's answer is remembered once however many threads serve the user. Both backends remember
-/// answers this way; each has its own versions (on SQLite the store's epoch, which moves when a
-/// reader sees that the database changed; PostgreSQL's `users.version`).
-pub(crate) struct Remembered(quick_cache::sync::Cache<Read, Weighed, ByWeight>);
-
-impl Remembered {
-    /// Remembers up to `bytes`; `None` when `bytes` is 0.
-    pub(crate) fn new(bytes: u64) -> Option<Self> {
-        // About 2 KiB an answer: a namespace of 10 short values (single preferences weigh less;
-        // the weight, not this count, bounds the cache).
-        let items = usize::try_from(bytes / 2048).unwrap_or(usize::MAX).max(1);
-        (bytes > 0).then(|| Self(quick_cache::sync::Cache::with_weighter(items, bytes, ByWeight)))
-    }
-
-    /// What `read` found, and the version it found it at (shared: a caller copies the
-    /// preferences out only once it knows they are still right).
-    pub(crate) fn get(&self, read: &Read) -> Option<(i64, Arc<[Preference]>)> {
-        self.0.get(read).map(|answer| (answer.version, answer.preferences))
-    }
-
-    /// Remembers that `read` found `preferences` at `version`.
-    pub(crate) fn insert(&self, read: Read, version: i64, preferences: Arc<[Preference]>) {
-        let weight = weight(&read, &preferences);
-        self.0.insert(read, Weighed { weight, version, preferences });
+impl Batches {
+    /// Reads over `pools`, remembering answers up to `remember` bytes in all.
+    pub(crate) fn new(pools: Arc<PgPools>, remember: u64) -> Self {
+        Self { pools, queues: ThreadLocal::new(), remembered: Remembered::new(remember) }
     }
 }
 
-/// A remembered answer and its [`weight`].
-#[derive(Clone)]
-struct Weighed {
-    preferences: Arc<[Preference]>,
-    version: i64,
-    weight: u64,
-}
-
-/// Weighs a remembered answer by its [`weight`], computed once, when it is cached.
-#[derive(Clone)]
-struct ByWeight;
-
-impl quick_cache::Weighter<Read, Weighed> for ByWeight {
-    fn weight(&self, _: &Read, value: &Weighed) -> u64 {
-        value.weight
-    }
-}
-
-/// What the allocator takes for an allocation of `bytes`: glibc's chunks carry an 8-byte header,
-/// are 16-byte aligned, and 32 bytes at least.
-const fn allocated(bytes: usize) -> u64 {
-    let chunk = (bytes + 8).next_multiple_of(16);
-    (if chunk < 32 { 32 } else { chunk }) as u64
-}
-
-/// What an answer weighs: an estimate of the memory it takes, allocator overhead included. Each
-/// preference is kept in the answer's shared slice, its key's shared text (two counts and the
-/// text), and its value's shared allocation (two counts, a pointer to its text, and the slot of
-/// its tree, which values read back as text leave empty: answers serialize the text) with its text.
-fn weight(read: &Read, preferences: &[Preference]) -> u64 {
-    const COUNTS: usize = 2 * std::mem::size_of::<usize>();
-    const VALUE: u64 =
-        allocated(COUNTS + std::mem::size_of::<Box<str>>() + std::mem::size_of::<OnceLock<Value>>());
-    /// The cache's slot: the read and the answer, and about as much again for its tables.
-    const SLOT: u64 = 2 * std::mem::size_of::<(Read, Weighed)>() as u64;
-    let strings = match read {
-        Read::Namespace(_, namespace) | Read::Id(_, namespace, _) => allocated(namespace.len()),
-        Read::Key(_, namespace, key) => allocated(namespace.len()) + allocated(key.len()),
-    };
-    let slice = allocated(COUNTS + std::mem::size_of_val(preferences));
-    let each = |p: &Preference| {
-        allocated(COUNTS + p.key.as_str().len()) + VALUE + allocated(p.value.as_json_text().len())
-    };
-    SLOT + strings + slice + preferences.iter().map(each).sum::<u64>()
-}
-
-/// SQLite: the rows `read` finds; [`Error::UserNotFound`] when there are none and the user does
-/// not exist.
-pub(crate) fn load(conn: &mut SqliteConn, read: &Read) -> Result<Vec<PreferenceRow>, Failure> {
-    inline(crate::pool::body(async {
-        Ok(match read {
-            Read::Namespace(user, namespace) => rows_of_user!(conn, *user, in_namespace(*user, namespace)),
-            Read::Key(user, namespace, key) => {
-                rows_of_user!(conn, *user, in_namespace(*user, namespace).filter(preferences::key.eq(key)))
-            }
-            Read::Id(user, namespace, id) => {
-                rows_of_user!(conn, *user, in_namespace(*user, namespace).filter(preferences::id.eq(*id)))
-            }
-        })
-    }))?
-}
-
-/// PostgreSQL: many [`Read`]s in one query, each with the user's version the thread remembers
-/// an answer at (-1 for none). For each read it returns the user's version now and, only when that
-/// is not the remembered one, the rows; no row at all when the user does not exist. Its text
-/// never changes, so the connection prepares it once.
+/// Many [`Read`]s in one query, each with the user's version the thread remembers an answer at
+/// (-1 for none). For each read it returns the user's version now and, only when that is not the
+/// remembered one, the rows; no row at all when the user does not exist. Its text never changes,
+/// so the connection prepares it once. Hand-written: diesel's DSL has no `unnest(…) WITH
+/// ORDINALITY` nor `LEFT JOIN LATERAL`, and a query per read would cost a round trip each. Its
+/// row type is positional; its columns follow [`PreferenceRow`].
 #[derive(QueryId, Default)]
 struct Batch {
     users: Vec<i64>,
@@ -184,9 +100,12 @@ impl QueryFragment<Pg> for Batch {
         // subqueries from being merged into the join, where the check would come after the scan).
         // A read of a whole namespace has neither key nor id, and `coalesce` then matches every
         // row of it; the index on (user_id, namespace, key) finds the namespace's rows either way.
+        out.push_sql("SELECT q.n, q.version, ");
+        // The schema's columns, in its order, as the row type says: the lateral subquery's, which
+        // is named after the table.
+        preferences::all_columns.walk_ast(out.reborrow())?;
         out.push_sql(
-            "SELECT q.n, q.version, p.id, p.user_id, p.namespace, p.key, p.value, p.created_at, \
-             p.updated_at, p.version FROM (SELECT r.*, \
+            " FROM (SELECT r.*, \
              (SELECT u.version FROM users u WHERE u.id = r.user_id) AS version FROM unnest(",
         );
         out.push_bind_param::<Array<BigInt>, _>(&self.users)?;
@@ -202,15 +121,14 @@ impl QueryFragment<Pg> for Batch {
             ") WITH ORDINALITY AS r (user_id, namespace, key, id, known, n) OFFSET 0) q \
              LEFT JOIN LATERAL (SELECT * FROM preferences p WHERE q.version <> q.known \
              AND p.user_id = q.user_id AND p.namespace = q.namespace \
-             AND p.key = coalesce(q.key, p.key) AND p.id = coalesce(q.id, p.id) OFFSET 0) p ON true",
+             AND p.key = coalesce(q.key, p.key) AND p.id = coalesce(q.id, p.id) OFFSET 0) preferences ON true",
         );
         Ok(())
     }
 }
 
 impl Query for Batch {
-    type SqlType =
-        (BigInt, Nullable<BigInt>, Nullable<(BigInt, BigInt, Text, Text, Text, BigInt, BigInt, BigInt)>);
+    type SqlType = (BigInt, Nullable<BigInt>, Nullable<preferences::SqlType>);
 }
 
 /// What one read gets: the preferences it found, ordered by id, or why not.
@@ -218,7 +136,7 @@ type Answer = Result<Vec<Preference>, Failure>;
 
 /// One thread's reads waiting for its next query, and how many of its queries are under way.
 #[derive(Default)]
-pub(crate) struct Queue {
+struct Queue {
     waiting: Vec<(Read, oneshot::Sender<Answer>)>,
     running: usize,
 }
@@ -226,19 +144,19 @@ pub(crate) struct Queue {
 /// How many reads one query answers at most.
 const BATCH: usize = 128;
 
-/// PostgreSQL: the preferences `read` finds, read in one query with the other reads of this
-/// thread that wait meanwhile. A read joins the next query of its thread, never one already sent,
+/// The preferences `read` finds, read in one query with the other reads of this thread that wait
+/// meanwhile. A read joins the next query of its thread, never one already sent,
 /// so it sees every write acknowledged before it began. Each thread has up to [`READERS`] queries
 /// under way, on its shared read connections; a read that arrives while they are waits for the
 /// first to finish, and goes with every other read waiting then. A read waits at most `wait` in
 /// all, then gives up as [`Failure::TimedOut`].
 ///
-/// A remembered answer ([`PgPools::remembered`]) is used when the query finds the user still at
+/// A remembered answer ([`Batches::remembered`]) is used when the query finds the user still at
 /// the version it was read at: every transaction that writes a user's preferences moves the user
 /// to a new version, so the remembered answer is what a read would find now.
-pub(crate) async fn batched(pools: &Arc<PgPools>, read: Read, wait: Duration) -> Answer {
+pub(crate) async fn batched(batches: &Arc<Batches>, read: Read, wait: Duration) -> Answer {
     let (answer, answered) = oneshot::channel();
-    let queue = pools.queue();
+    let queue = batches.queues.get_or_default().clone();
     let start = {
         let mut queue = queue.lock().unwrap_or_else(PoisonError::into_inner);
         queue.waiting.push((read, answer));
@@ -247,7 +165,7 @@ pub(crate) async fn batched(pools: &Arc<PgPools>, read: Read, wait: Duration) ->
         start
     };
     if start {
-        tokio::spawn(answer_all(Running { pools: pools.clone(), queue, wait, finished: false }));
+        tokio::spawn(answer_all(Running { batches: batches.clone(), queue, wait, finished: false }));
     }
     // Bounded like a pool checkout: a read queued behind queries that wait for a server that
     // does not answer gives up after `wait`, not after theirs and its own.
@@ -261,7 +179,7 @@ pub(crate) async fn batched(pools: &Arc<PgPools>, read: Read, wait: Duration) ->
 
 /// One of a thread's queries under way: see [`answer_all`].
 struct Running {
-    pools: Arc<PgPools>,
+    batches: Arc<Batches>,
     queue: Arc<Mutex<Queue>>,
     wait: Duration,
     /// Whether it stopped counting itself as running, having found no read waiting.
@@ -285,7 +203,7 @@ async fn answer_all(mut running: Running) {
             let n = queue.waiting.len().min(BATCH);
             let reads: Vec<_> = queue.waiting.drain(..n).collect();
             drop(queue);
-            let remembered = running.pools.remembered();
+            let remembered = running.batches.remembered.as_ref();
             let known = reads.iter().map(|(read, _)| remembered.and_then(|r| r.get(read))).collect();
             (reads, known)
         };
@@ -295,8 +213,13 @@ async fn answer_all(mut running: Running) {
                 .zip(&known)
                 .map(|((read, _), known)| (read, known.as_ref().map_or(-1, |(version, _)| *version))),
         );
-        let pools = &running.pools;
-        let found = with_conn!(@postgres_read pools, running.wait, |conn| batch.run(conn).await);
+        let batch = Arc::new(batch);
+        let found = (running.batches.pools)
+            .read(running.wait, |conn| {
+                let batch = batch.clone();
+                async move { batch.run(conn).await }.boxed()
+            })
+            .await;
         let found = match found {
             Ok(found) => found,
             Err(failure) => {
@@ -319,7 +242,7 @@ async fn answer_all(mut running: Running) {
             };
             let _ = answer.send(out);
         }
-        if let Some(remembered) = running.pools.remembered() {
+        if let Some(remembered) = &running.batches.remembered {
             for (read, version, found) in fresh {
                 remembered.insert(read, version, found);
             }
@@ -339,42 +262,5 @@ impl Drop for Running {
         if queue.running == 0 {
             queue.waiting.clear();
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use chrono::Utc;
-    use prefs_domain::{Namespace, PreferenceId, PreferenceKey, PreferenceValue, UserId};
-
-    use super::*;
-
-    #[test]
-    fn a_namespace_weighs_about_the_memory_it_takes() {
-        let preference = |key: &str, text: &str| Preference {
-            id: PreferenceId(1),
-            user_id: UserId(1),
-            namespace: Namespace::Global,
-            key: PreferenceKey::parse(key).unwrap(),
-            value: PreferenceValue::from_stored_text(text.to_owned()).unwrap(),
-            created_at: Utc::now(),
-            updated_at: Utc::now(),
-            version: 1,
-        };
-        let read = Read::Namespace(1, "global".into());
-        let empty = weight(&read, &[]);
-        assert!(empty > 100 && empty < 400, "{empty}");
-        // Short keys and values each take a minimal chunk; long ones their length.
-        let one = weight(&read, &[preference("on", "true")]) - empty;
-        assert!(one > 150 && one < 300, "{one}");
-        assert_eq!(weight(&read, &[preference("lang", "\"fr\"")]) - empty, one);
-        let long = format!("\"{}\"", "x".repeat(10_000));
-        assert_eq!(weight(&read, &[preference("k", &long)]) - empty, one - 32 + allocated(10_002));
-        let two = weight(&read, &[preference("k", "{\"a\":{\"b\":[1,2]}}"), preference("on", "true")]);
-        // The shared slice grows by one preference, rounded up to its chunk.
-        assert_eq!(two - empty, 2 * one + 16);
-        // The read's strings count too.
-        let key = Read::Key(1, "global".into(), "k".repeat(100));
-        assert_eq!(weight(&key, &[]) - empty, allocated(100));
     }
 }
