@@ -63,7 +63,7 @@ test-edx-frontend: release e2e-deps ## An Open edX micro-frontend (@edx/frontend
 	cd tests/e2e/edx_frontend && npm ci --no-audit --no-fund && npm run build
 	python3 tests/e2e/edx_frontend.py target/release/prefs /usr/bin/chromium
 
-test-reliability: release e2e-deps ## Crash, outage, lost updates, two instances, failover, slow clients, SIGTERM (own TLS-only PostgreSQL on 25442)
+test-reliability: release e2e-deps ## Crash, outage, lost updates, two instances, failover, slow clients, SIGTERM, a damaged file, the hostile soak (own TLS-only PostgreSQL on 25442)
 	$(PG_TLS) python3 tests/e2e/reliability.py target/release/prefs
 
 FUZZ_SECONDS ?= 20

@@ -8,44 +8,9 @@ use serde_json::{Map, Value};
 
 use crate::error::{Error, FieldCode, FieldError, Result};
 use crate::limits::Limits;
-use crate::model::{Change, MAX_NAME_BYTES, Namespace, Preference, PreferenceKey, PreferenceValue};
+use crate::model::{Change, Namespace, Preference, PreferenceKey, PreferenceValue};
 
-/// Validates a key, naming it in the error as the user message Open edX gives.
-///
-/// # Errors
-/// A [`FieldError`] with code `too-large` for a key over [`PreferenceKey::MAX_CHARS`], else
-/// `invalid-key`.
-pub fn parse_key(key: &str) -> Result<PreferenceKey, FieldError> {
-    PreferenceKey::parse(key).map_err(|e| {
-        let code = if key.chars().count() > PreferenceKey::MAX_CHARS {
-            FieldCode::TooLarge
-        } else {
-            FieldCode::InvalidKey
-        };
-        FieldError::new(key, code, format!("Invalid user preference key '{key}'."))
-            .with_developer_message(format!("Key '{key}': {e}."))
-    })
-}
-
-/// Validates a key of `namespace`: [`parse_key`], and in a client namespace also at most
-/// [`MAX_NAME_BYTES`] bytes, as a member name there is any string of 1 to 255 bytes without
-/// control characters (docs/contract.md §3.3).
-///
-/// # Errors
-/// As [`parse_key`]; code `too-large` for a client namespace's key over the bytes.
-pub fn parse_key_in(namespace: &Namespace, key: &str) -> Result<PreferenceKey, FieldError> {
-    if matches!(namespace, Namespace::Client(_)) && key.len() > MAX_NAME_BYTES {
-        return Err(FieldError::new(
-            key,
-            FieldCode::TooLarge,
-            format!("Invalid user preference key '{key}'."),
-        )
-        .with_developer_message(format!("Key '{key}': a member name has at most {MAX_NAME_BYTES} bytes.")));
-    }
-    parse_key(key)
-}
-
-/// Checks the member names of a write to `namespace` with [`parse_key_in`]'s rule in bytes (the
+/// Checks the member names of a write to `namespace` with [`PreferenceKey::parse_in`]'s rule in bytes (the
 /// rest of the key rule is checked as the write is planned).
 ///
 /// # Errors
@@ -54,7 +19,7 @@ pub fn check_member_names(namespace: &Namespace, members: &Map<String, Value>) -
     let errors: Vec<FieldError> = members
         .keys()
         .filter(|key| key.chars().count() <= PreferenceKey::MAX_CHARS)
-        .filter_map(|key| parse_key_in(namespace, key).err())
+        .filter_map(|key| PreferenceKey::parse_in(namespace, key).err())
         .collect();
     if errors.is_empty() { Ok(()) } else { Err(Error::Invalid(errors)) }
 }
@@ -125,7 +90,7 @@ fn plan(
         return Err(Error::TooManyKeys { limit: limits.max_keys });
     }
     for (key, value) in members {
-        match parse_key(key).and_then(|key| member(key, value)) {
+        match PreferenceKey::parse_member(key).and_then(|key| member(key, value)) {
             Ok(change) => changes.extend(change),
             Err(error) => errors.push(error),
         }

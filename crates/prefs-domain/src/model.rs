@@ -104,7 +104,7 @@ impl fmt::Display for Username {
 /// A preference key: 1 to 255 characters without control characters (docs/contract.md §1.3), the
 /// rule every stored key follows. Dialects may add their own on top: Open edX's
 /// ([`crate::edx::parse_key`]), and client namespaces' limit in bytes
-/// ([`crate::merge_patch::parse_key_in`]). Shared, not copied, when cloned.
+/// ([`PreferenceKey::parse_in`]). Shared, not copied, when cloned.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(transparent)]
 pub struct PreferenceKey(Arc<str>);
@@ -127,6 +127,45 @@ impl PreferenceKey {
                 rule: "1 to 255 characters without control characters",
             })
         }
+    }
+
+    /// Validates a key sent as a member of a request, naming it in the error with the user
+    /// message Open edX gives.
+    ///
+    /// # Errors
+    /// A [`FieldError`] with code `too-large` for a key over [`PreferenceKey::MAX_CHARS`], else
+    /// `invalid-key`.
+    pub fn parse_member(key: &str) -> Result<Self, FieldError> {
+        Self::parse(key).map_err(|e| {
+            let code = if key.chars().count() > Self::MAX_CHARS {
+                FieldCode::TooLarge
+            } else {
+                FieldCode::InvalidKey
+            };
+            FieldError::new(key, code, format!("Invalid user preference key '{key}'."))
+                .with_developer_message(format!("Key '{key}': {e}."))
+        })
+    }
+
+    /// Validates a key of `namespace`: [`PreferenceKey::parse_member`], and in a client namespace
+    /// also at most [`MAX_NAME_BYTES`] bytes, as a member name there is any string of 1 to 255
+    /// bytes without control characters (docs/contract.md §3.3).
+    ///
+    /// # Errors
+    /// As [`PreferenceKey::parse_member`]; code `too-large` for a client namespace's key over the
+    /// bytes.
+    pub fn parse_in(namespace: &Namespace, key: &str) -> Result<Self, FieldError> {
+        if matches!(namespace, Namespace::Client(_)) && key.len() > MAX_NAME_BYTES {
+            return Err(FieldError::new(
+                key,
+                FieldCode::TooLarge,
+                format!("Invalid user preference key '{key}'."),
+            )
+            .with_developer_message(format!(
+                "Key '{key}': a member name has at most {MAX_NAME_BYTES} bytes."
+            )));
+        }
+        Self::parse_member(key)
     }
 
     /// The key as text.

@@ -9,8 +9,10 @@ use crate::access::{self, Action, Decision, Principal};
 use crate::conditions::{ETag, Preconditions};
 use crate::error::{Error, FieldCode, FieldError, Result};
 use crate::limits::Limits;
-use crate::merge_patch::{self, parse_key, parse_key_in};
-use crate::model::{Change, Namespace, Preference, PreferenceId, PreferenceValue, User, UserId, Username};
+use crate::merge_patch;
+use crate::model::{
+    Change, Namespace, Preference, PreferenceId, PreferenceKey, PreferenceValue, User, UserId, Username,
+};
 use crate::ports::{Edit, Store};
 
 /// An authenticated caller: the token's principal and the user prefs knows them as.
@@ -225,7 +227,7 @@ impl PreferenceService {
         key: &str,
     ) -> Result<Preference> {
         let user = self.authorize(actor, target, namespace, Action::Read).await?;
-        let key = parse_key_in(namespace, key).map_err(|_| Error::PreferenceNotFound)?;
+        let key = PreferenceKey::parse_in(namespace, key).map_err(|_| Error::PreferenceNotFound)?;
         let found = self.again_if_gone(actor, user, |user| self.store.preference(user.id, namespace, &key));
         found.await?.ok_or(Error::PreferenceNotFound)
     }
@@ -290,7 +292,7 @@ impl PreferenceService {
         value: Value,
         conditions: &Preconditions,
     ) -> Result<Preference> {
-        let key = parse_key_in(namespace, key)?;
+        let key = PreferenceKey::parse_in(namespace, key)?;
         let value = PreferenceValue::new(value, key.as_str(), &self.limits)?;
         let (name, conditions, limits) = (key.clone(), conditions.clone(), self.limits);
         let after = self
@@ -318,7 +320,7 @@ impl PreferenceService {
         key: &str,
         conditions: &Preconditions,
     ) -> Result<()> {
-        let (key, conditions) = (parse_key_in(namespace, key)?, conditions.clone());
+        let (key, conditions) = (PreferenceKey::parse_in(namespace, key)?, conditions.clone());
         self.write(actor, target, namespace, move |current| {
             let found = current.iter().find(|p| p.key == key);
             conditions.check_write(found.map(ETag::of_preference).as_ref())?;
@@ -351,7 +353,7 @@ impl PreferenceService {
         key: &str,
         value: Value,
     ) -> Result<Preference> {
-        let key = parse_key(key).map_err(|e| field("key", e))?;
+        let key = PreferenceKey::parse_member(key).map_err(|e| field("key", e))?;
         let value = PreferenceValue::new(value, "value", &self.limits)?;
         let (name, limits) = (key.clone(), self.limits);
         let after = self
@@ -384,7 +386,7 @@ impl PreferenceService {
         value: Option<Value>,
         conditions: &Preconditions,
     ) -> Result<Preference> {
-        let key = key.map(|k| parse_key(k).map_err(|e| field("key", e))).transpose()?;
+        let key = key.map(|k| PreferenceKey::parse_member(k).map_err(|e| field("key", e))).transpose()?;
         let value = value.map(|v| PreferenceValue::new(v, "value", &self.limits)).transpose()?;
         let user = self.authorize_record(actor, target, id).await?;
         let (conditions, limits) = (conditions.clone(), self.limits);
