@@ -23,6 +23,7 @@ import multiprocessing
 import select
 import socket
 import sqlite3
+import threading
 import time
 
 import jwt
@@ -152,8 +153,6 @@ def flood(base, make_request, stop, out, name):
 
 def attackers(port, tokens, stop, queue):
     """The attacking process: every attack on its own thread until `stop`; puts its figures."""
-    import threading
-
     base = f"http://127.0.0.1:{port}"
     forged = jwt.encode({"sub": "sub-good", "exp": int(time.time()) + 3600}, "not-the-secret-but-long-enough!!",
                         algorithm="HS256")
@@ -250,8 +249,6 @@ def test_hostile(binary, sqlite, log_dir):
     attack = multiprocessing.Process(target=attackers, args=(server.port, tokens, stop, queue), daemon=True)
     started = time.time()
     attack.start()
-
-    import threading
 
     sampling = threading.Event()
 

@@ -35,7 +35,7 @@ pub use limits::Limits;
 pub use memory::MemoryStore;
 pub use model::{
     Change, ClientId, InvalidName, MAX_NAME_BYTES, Namespace, Preference, PreferenceId, PreferenceKey,
-    PreferenceValue, User, UserId, Username, depth, out_of_range_number, validate_subject,
+    PreferenceValue, User, UserId, Username, depth, out_of_range_number, validate_subject, validate_user_id,
 };
 pub use ports::{Edit, PreferenceStore, Store, UserStore};
 pub use service::{Actor, PreferenceService, UserRef};

@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use async_trait::async_trait;
 use chrono::Utc;
 
-use crate::error::{Error, FieldCode, FieldError, Result};
+use crate::error::{Error, Result};
 use crate::model::{Change, Namespace, Preference, PreferenceId, PreferenceKey, User, UserId, Username};
 use crate::ports::{Edit, PreferenceStore, UserStore};
 
@@ -174,11 +174,7 @@ impl Data {
 #[async_trait]
 impl UserStore for MemoryStore {
     async fn provision(&self, subject: &str, username: &Username, id: Option<UserId>) -> Result<User> {
-        if id.is_some_and(|id| id.0 <= 0) {
-            return Err(
-                FieldError::new("id", FieldCode::Invalid, "A user id must be a positive integer.").into()
-            );
-        }
+        crate::model::validate_user_id(id)?;
         self.data().provision(subject, username, id)
     }
 

@@ -72,6 +72,20 @@ pub fn validate_subject(subject: &str) -> Result<(), InvalidName> {
     }
 }
 
+/// Checks an explicit user id (an identity provider's, or an operator's) as
+/// [`UserStore::provision`](crate::UserStore::provision) takes it: `None`, or a positive id.
+///
+/// # Errors
+/// A [`FieldError`] on `id`, code `invalid`, for an id that is not positive.
+pub fn validate_user_id(id: Option<UserId>) -> Result<(), FieldError> {
+    match id {
+        Some(id) if id.0 <= 0 => {
+            Err(FieldError::new("id", FieldCode::Invalid, "A user id must be a positive integer."))
+        }
+        _ => Ok(()),
+    }
+}
+
 impl Username {
     /// Validates a username.
     ///

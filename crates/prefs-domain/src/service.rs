@@ -96,11 +96,7 @@ impl PreferenceService {
             .map_err(|e| FieldError::new("username", FieldCode::Invalid, e.to_string()))?;
         crate::model::validate_subject(subject)
             .map_err(|e| FieldError::new("subject", FieldCode::Invalid, e.to_string()))?;
-        if id.is_some_and(|id| id.0 <= 0) {
-            return Err(
-                FieldError::new("id", FieldCode::Invalid, "A user id must be a positive integer.").into()
-            );
-        }
+        crate::model::validate_user_id(id)?;
         self.store.provision(subject, &username, id).await
     }
 

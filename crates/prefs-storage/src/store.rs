@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use prefs_domain::{
-    Edit, Error, FieldCode, FieldError, Namespace, Preference, PreferenceId, PreferenceKey, PreferenceStore,
-    Result, User, UserId, UserStore, Username,
+    Edit, Error, Namespace, Preference, PreferenceId, PreferenceKey, PreferenceStore, Result, User, UserId,
+    UserStore, Username,
 };
 
 use crate::backend::Backend;
@@ -210,11 +210,7 @@ impl fmt::Debug for DieselStore {
 #[async_trait]
 impl UserStore for DieselStore {
     async fn provision(&self, subject: &str, username: &Username, id: Option<UserId>) -> Result<User> {
-        if id.is_some_and(|id| id.0 <= 0) {
-            return Err(
-                FieldError::new("id", FieldCode::Invalid, "A user id must be a positive integer.").into()
-            );
-        }
+        prefs_domain::validate_user_id(id)?;
         // A remembered user of another id proves nothing (it may be gone): the database decides.
         let fits = |user: &User| user.username == *username && id.is_none_or(|id| id == user.id);
         let cached = self.users.get(subject);
